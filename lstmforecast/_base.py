@@ -1,0 +1,389 @@
+"""Shared estimator machinery: parameters, fitting loop, weights, prediction."""
+
+from __future__ import annotations
+
+import numbers
+import sys
+import time
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from . import _kernels, _layout
+from ._data import check_mask, check_sequences, pad_targets, step_targets
+from ._optimizers import OPTIMIZER_CODES, make_hyper
+from ._training import train_batches
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+# Target duration of one jitted training call: short enough for Ctrl-C and progress
+# to respond, long enough that Python overhead does not count.
+_SECONDS_PER_CALL = 0.25
+
+
+def _check_device(device):
+    if device != "cpu":
+        raise ValueError(f"device={device!r} is not available yet; use device='cpu'")
+
+
+class BaseLSTM(BaseEstimator):
+    """Base class of the LSTM estimators (not for direct use)."""
+
+    _parameter_constraints = {
+        "hidden_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "num_layers": [Interval(numbers.Integral, 1, None, closed="left")],
+        "cell": [StrOptions(set(_layout.CELL_CODES))],
+        "block_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "gradient": [StrOptions({"bptt"})],
+        "optimizer": [StrOptions(set(OPTIMIZER_CODES))],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "momentum": [Interval(numbers.Real, 0, 1, closed="left")],
+        "nesterov": ["boolean"],
+        "beta_1": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_2": [Interval(numbers.Real, 0, 1, closed="left")],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "clip_norm": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "output": [StrOptions({"last", "sequence"})],
+        "init_scale": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "dtype": [StrOptions(set(_DTYPES))],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+    }
+
+    def __init__(self, hidden_size=32, *, num_layers=1, cell="lstm", block_size=1,
+                 gradient="bptt", optimizer="adam", learning_rate=1e-3,
+                 momentum=0.9, nesterov=False, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, batch_size=32, max_epochs=200, shuffle=True,
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
+                 tol=1e-4, clip_norm=None, alpha=0.0, output="last",
+                 output_activation="auto", init_scale=None, dtype="float32",
+                 device="cpu", random_state=None, verbose=0, warm_start=False):
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.cell = cell
+        self.block_size = block_size
+        self.gradient = gradient
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.shuffle = shuffle
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.clip_norm = clip_norm
+        self.alpha = alpha
+        self.output = output
+        self.output_activation = output_activation
+        self.init_scale = init_scale
+        self.dtype = dtype
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # ----------------------------------------------------------------- checks
+    def _check_hyper_parameters(self):
+        self._validate_params()
+        _check_device(self.device)
+        if self.cell == "lstm1997" and self.hidden_size % self.block_size:
+            raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of "
+                             f"block_size={self.block_size} for cell='lstm1997'")
+        if self.cell == "lstm" and self.block_size != 1:
+            raise ValueError("block_size applies to cell='lstm1997' only; "
+                             "cell='lstm' needs block_size=1")
+
+    @property
+    def _np_dtype(self):
+        return _DTYPES[self.dtype]
+
+    def _network_args(self):
+        """``(cell, hidden_size, block_size, loss_kind)`` for the kernels."""
+        return (_layout.CELL_CODES[self.cell], self.hidden_size, self.block_size,
+                self._loss_kind)
+
+    # ------------------------------------------------------------ parameters
+    def _initialize(self, n_outputs, rng):
+        cell = _layout.CELL_CODES[self.cell]
+        self._layout, n_params = _layout.make_layout(
+            cell, self.input_size_, self.hidden_size, self.num_layers, n_outputs,
+            self.block_size)
+        scale = (self.init_scale if self.init_scale is not None
+                 else 1.0 / np.sqrt(self.hidden_size))
+        params = rng.uniform(-scale, scale, n_params)
+        self.params_ = params.astype(self._np_dtype)
+        self.n_outputs_ = n_outputs
+        l2_mask = np.zeros(n_params, dtype=self._np_dtype)
+        blocks = _layout.unpack(l2_mask, cell, self.input_size_, self.hidden_size,
+                                self.num_layers, n_outputs, self.block_size)
+        for name, block in blocks.items():
+            if "weight" in name:
+                block[...] = 1.0
+        self._l2_mask = l2_mask
+        self._train_mask = np.ones(n_params, dtype=self._np_dtype)
+        self._opt_state = np.zeros((2, n_params), dtype=self._np_dtype)
+        self._opt_step = np.zeros(1, dtype=np.int64)
+
+    @property
+    def n_params_(self):
+        """Number of trainable parameters."""
+        check_is_fitted(self, "params_")
+        return int(np.count_nonzero(self._train_mask))
+
+    def get_weights(self, layout="torch"):
+        """Weights as a dict of new arrays named like ``torch.nn.LSTM.state_dict()``.
+
+        Parameters
+        ----------
+        layout : {"torch", "native"}, default="torch"
+            ``"torch"`` (``cell="lstm"`` only) gives ``weight_ih_l0``,
+            ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ... plus
+            ``head.weight`` and ``head.bias``; ``"native"`` gives the same names for
+            any cell (``lstm1997`` has one bias per layer).
+
+        Returns
+        -------
+        weights : dict of str to ndarray
+        """
+        check_is_fitted(self, "params_")
+        self._check_layout(layout)
+        blocks = _layout.unpack(self.params_, _layout.CELL_CODES[self.cell],
+                                self.input_size_, self.hidden_size, self.num_layers,
+                                self.n_outputs_, self.block_size)
+        return {name: block.copy() for name, block in blocks.items()}
+
+    def set_weights(self, weights, layout="torch"):
+        """Replace the fitted weights (shapes must match the fitted network).
+
+        Parameters
+        ----------
+        weights : dict of str to array-like
+            As returned by :meth:`get_weights`; a torch ``state_dict`` converted to
+            NumPy works too.
+        layout : {"torch", "native"}, default="torch"
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self, "params_")
+        self._check_layout(layout)
+        converted = {}
+        for name, value in weights.items():
+            if hasattr(value, "detach"):
+                value = value.detach().cpu().numpy()
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "fiu":
+                raise TypeError(f"weight {name!r} must be numeric, got {arr.dtype}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"weight {name!r} has non-finite values")
+            converted[name] = arr
+        self.params_ = _layout.pack(converted, _layout.CELL_CODES[self.cell],
+                                    self.input_size_, self.hidden_size,
+                                    self.num_layers, self.n_outputs_, self.block_size,
+                                    dtype=self._np_dtype)
+        return self
+
+    def _check_layout(self, layout):
+        if layout not in ("torch", "native"):
+            raise ValueError(f"layout must be 'torch' or 'native', got {layout!r}")
+        if layout == "torch" and self.cell != "lstm":
+            raise ValueError("layout='torch' exists for cell='lstm' only; use "
+                             "layout='native' for cell='lstm1997'")
+
+    # ---------------------------------------------------------------- fitting
+    def _check_solver(self):
+        return not self.early_stopping
+
+    def _encode_targets(self, seqs, y, incremental):
+        """Return ``(rows, n_outputs)``; subclasses encode labels."""
+        raise NotImplementedError
+
+    def _fit(self, X, y, mask, incremental):
+        self._check_hyper_parameters()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
+                             "target y is None")
+        first_pass = not hasattr(self, "params_") or (
+            not self.warm_start and not incremental)
+        seqs = check_sequences(self, X, self._np_dtype, reset=first_pass)
+        if seqs.n_sequences < 1:
+            raise ValueError("X has no sequences")
+        rows, n_outputs = self._encode_targets(seqs, y, first_pass)
+        M = check_mask(seqs, mask, self.output, self._np_dtype)
+        Y = pad_targets(seqs, rows, self.output, self._np_dtype)
+        if first_pass:
+            self._rng = np.random.default_rng(
+                self.random_state if not isinstance(self.random_state,
+                                                    np.random.RandomState)
+                else self.random_state.randint(2**31))
+            self._initialize(n_outputs, self._rng)
+            self.loss_curve_ = []
+            self.validation_scores_ = [] if self.early_stopping else None
+            self.best_validation_score_ = None
+            self.best_loss_ = np.inf
+            self.n_iter_ = 0
+            self.t_ = 0
+            self._no_improvement_count = 0
+        elif n_outputs != self.n_outputs_:
+            raise ValueError(f"y has {n_outputs} outputs, the fitted model has "
+                             f"{self.n_outputs_}")
+        elif (self.params_.dtype != self._np_dtype
+              or self._layout.shape[0] != self.num_layers + 1):
+            raise ValueError("dtype or network parameters changed since the last fit; "
+                             "refit with warm_start=False")
+        n_seq = seqs.n_sequences
+        train_idx = np.arange(n_seq)
+        val = None
+        if self.early_stopping and not incremental:
+            n_val = int(np.ceil(self.validation_fraction * n_seq))
+            if n_seq - n_val < 1:
+                raise ValueError(f"validation_fraction={self.validation_fraction} "
+                                 f"leaves no training sequence out of {n_seq}")
+            train_idx = np.arange(n_seq - n_val)
+            val = np.arange(n_seq - n_val, n_seq)
+        max_epochs = 1 if incremental else self.max_epochs
+        self._run_epochs(seqs, Y, M, train_idx, val, max_epochs, incremental)
+        return self
+
+    def _run_epochs(self, seqs, Y, M, train_idx, val, max_epochs, incremental):
+        hyper = make_hyper(self.learning_rate, self.momentum, self.nesterov,
+                           self.beta_1, self.beta_2, self.epsilon, self.alpha,
+                           self.clip_norm)
+        opt_kind = OPTIMIZER_CODES[self.optimizer]
+        cell, hidden, block, loss_kind = self._network_args()
+        no_state = np.zeros((0, self.num_layers, 1), dtype=self._np_dtype)
+        n_train = train_idx.shape[0]
+        batch_size = min(self.batch_size, n_train)
+        n_batches = -(-n_train // batch_size)
+        best_params = self.params_.copy()
+        batches_per_call = 1
+        stopped = False
+        try:
+            for _ in range(max_epochs):
+                start_time = time.perf_counter()
+                order = (self._rng.permutation(train_idx) if self.shuffle
+                         else train_idx.copy())
+                epoch_loss = 0.0
+                done = 0
+                while done < n_batches:
+                    count = min(batches_per_call, n_batches - done)
+                    call_start = time.perf_counter()
+                    losses, sizes, failed = train_batches(
+                        self.params_, self._layout, seqs.X, seqs.lengths, Y, M,
+                        no_state, order, batch_size, done, count, cell, hidden, block,
+                        loss_kind, opt_kind, self._opt_state, self._opt_step, hyper,
+                        self._l2_mask, self._train_mask)
+                    if failed >= 0:
+                        raise ValueError(
+                            f"training diverged: the loss or the weights became "
+                            f"non-finite at epoch {self.n_iter_ + 1}, batch "
+                            f"{done + failed + 1} of {n_batches}; the weights from "
+                            "before that batch were kept. Lower learning_rate or set "
+                            "clip_norm.")
+                    epoch_loss += float(np.dot(losses, sizes))
+                    done += count
+                    elapsed = time.perf_counter() - call_start
+                    batches_per_call = max(1, int(count * _SECONDS_PER_CALL
+                                                  / max(elapsed, 1e-6)))
+                    if self.verbose and n_batches > 1 and done < n_batches:
+                        self._progress(done, n_batches)
+                self.n_iter_ += 1
+                self.t_ += n_train
+                epoch_loss /= n_train
+                self.loss_curve_.append(epoch_loss)
+                stopped = self._update_no_improvement(epoch_loss, val, seqs, Y, M,
+                                                      best_params)
+                if self.verbose:
+                    msg = f"Epoch {self.n_iter_}: loss={epoch_loss:.6g}"
+                    if val is not None:
+                        msg += f" validation score={self.validation_scores_[-1]:.6g}"
+                    msg += f" ({time.perf_counter() - start_time:.2f} s)"
+                    print("\r" + msg, file=sys.stderr, flush=True)
+                if stopped:
+                    break
+        except KeyboardInterrupt:
+            warnings.warn(f"fit interrupted at epoch {self.n_iter_ + 1}; keeping the "
+                          "best weights so far", UserWarning, stacklevel=3)
+            if val is not None:
+                self.params_ = best_params
+            return
+        if val is not None:
+            self.params_ = best_params
+        if not stopped and not incremental:
+            warnings.warn(f"Stochastic optimizer: maximum epochs ({max_epochs}) reached "
+                          "and the optimization hasn't converged yet.",
+                          ConvergenceWarning, stacklevel=3)
+
+    def _progress(self, done, total):
+        width = 30
+        filled = int(width * done / total)
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\r[{bar}] batch {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    def _update_no_improvement(self, epoch_loss, val, seqs, Y, M, best_params):
+        """Record progress; return True when training should stop."""
+        if val is not None:
+            score = self._score_arrays(seqs.X[val], seqs.lengths[val], Y[val], M[val])
+            self.validation_scores_.append(score)
+            if (self.best_validation_score_ is None
+                    or score > self.best_validation_score_ + self.tol):
+                self._no_improvement_count = 0
+            else:
+                self._no_improvement_count += 1
+            if (self.best_validation_score_ is None
+                    or score > self.best_validation_score_):
+                self.best_validation_score_ = score
+                best_params[:] = self.params_
+        else:
+            if epoch_loss > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            self.best_loss_ = min(self.best_loss_, epoch_loss)
+        return self._no_improvement_count > self.n_iter_no_change
+
+    # ------------------------------------------------------------- prediction
+    def _forward(self, X):
+        """Validate X and run the network: ``(seqs, out)`` with out (N, T|1, K)."""
+        check_is_fitted(self, "params_")
+        seqs = check_sequences(self, X, self._np_dtype, reset=False)
+        cell, hidden, block, loss_kind = self._network_args()
+        no_state = np.zeros((0, self.num_layers, 1), dtype=self._np_dtype)
+        out, _ = _kernels.forward(self.params_, self._layout, seqs.X, seqs.lengths,
+                                  no_state, cell, hidden, block, loss_kind,
+                                  self.output == "last")
+        return seqs, out.astype(np.float64)
+
+    def _per_sequence(self, seqs, out):
+        """Split ``out`` into what the caller expects: an array or a list."""
+        if self.output == "last":
+            return out[:, 0, :]
+        if seqs.ragged:
+            return [out[i, :seqs.lengths[i]] for i in range(seqs.n_sequences)]
+        return out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags

@@ -1,0 +1,101 @@
+"""The training loop: a jitted run of mini-batches, driven epoch by epoch from Python.
+
+:func:`train_batches` runs a slice of an epoch's mini-batches entirely in Numba (loss
+and gradient, L2 penalty, frozen parameters, global-norm clipping, optimizer update),
+so there is no Python work per sequence or per time step. The Python driver calls it
+in slices of about half a second, which keeps Ctrl-C and the progress display
+responsive.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import config
+from ._kernels import loss_grad
+from ._optimizers import H_ALPHA, H_CLIP, optimizer_step
+
+_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True}
+
+
+@njit(**_JIT)
+def train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size,
+                  first_batch, n_batches, cell, hidden_size, block_size, loss_kind,
+                  opt_kind, opt_state, step, hyper, l2_mask, train_mask):
+    """Run mini-batches ``first_batch .. first_batch + n_batches - 1`` of ``order``.
+
+    Parameters
+    ----------
+    params : ndarray (P,)
+        Packed parameters, updated in place.
+    order : ndarray of int64
+        Row indices of ``X`` in the order of this epoch; batch ``b`` is
+        ``order[b * batch_size:(b + 1) * batch_size]``.
+    opt_kind : int
+        Optimizer code (:data:`lstmforecast._optimizers.OPT_SGD` or ``OPT_ADAM``).
+    opt_state : ndarray (2, P)
+        Optimizer state, updated in place.
+    step : ndarray of int64 (1,)
+        Optimizer step count, updated in place.
+    hyper : ndarray of float64
+        Hyper-parameters (see :func:`lstmforecast._optimizers.make_hyper`).
+    l2_mask, train_mask : ndarray (P,)
+        1 where the L2 penalty applies / where a parameter is trained, else 0.
+
+    Returns
+    -------
+    losses : ndarray (n_batches,)
+        Each batch's loss (data loss plus L2 penalty) before its update.
+    sizes : ndarray (n_batches,)
+        Each batch's number of sequences.
+    failed : int
+        ``-1``, or the index (within this call) of the batch whose loss, gradient or
+        update was not finite. That batch's update is undone and the call stops.
+    """
+    n_seq = order.shape[0]
+    losses = np.zeros(n_batches)
+    sizes = np.zeros(n_batches)
+    alpha = hyper[H_ALPHA]
+    clip = hyper[H_CLIP]
+    n_params = params.shape[0]
+    params_before = np.empty_like(params)
+    state_before = np.empty_like(opt_state)
+    for i in range(n_batches):
+        start = (first_batch + i) * batch_size
+        stop = min(n_seq, start + batch_size)
+        loss, grad = loss_grad(params, layout, X, lengths, Y, mask, state0,
+                               order[start:stop], cell, hidden_size, block_size,
+                               loss_kind)
+        norm2 = 0.0
+        penalty = 0.0
+        for p in range(n_params):
+            if alpha > 0.0 and l2_mask[p] != 0.0:
+                penalty += params[p] * params[p]
+                grad[p] += alpha * params[p]
+            grad[p] *= train_mask[p]
+            norm2 += grad[p] * grad[p]
+        loss += 0.5 * alpha * penalty
+        losses[i] = loss
+        sizes[i] = stop - start
+        if not (np.isfinite(loss) and np.isfinite(norm2)):
+            return losses, sizes, i
+        if clip > 0.0 and norm2 > clip * clip:
+            scale = clip / np.sqrt(norm2)
+            for p in range(n_params):
+                grad[p] *= scale
+        params_before[:] = params
+        state_before[:] = opt_state
+        step[0] += 1
+        optimizer_step(opt_kind, params, grad, opt_state, hyper, step[0])
+        finite = True
+        for p in range(n_params):
+            if not np.isfinite(params[p]):
+                finite = False
+                break
+        if not finite:
+            params[:] = params_before
+            opt_state[:] = state_before
+            step[0] -= 1
+            return losses, sizes, i
+    return losses, sizes, -1

@@ -1,0 +1,55 @@
+"""Tunables of lstmforecast, in one place.
+
+Values read by host code are read at call time, so tests may patch them. Values used
+inside jitted bodies (``LSTMF_FASTMATH``, ``LSTMF_CACHE``, ``LSTMF_N_CHUNKS``) are
+frozen when a kernel is first compiled (or loaded from Numba's cache); change them
+before the first fit of a process, or clear the cache.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _env_flag(name, default):
+    """Parse a boolean environment variable strictly ("1"/"true"/"0"/"false")."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"environment variable {name}={raw!r} is not a boolean "
+                     "(use 1/0 or true/false)")
+
+
+_DEFAULTS = {
+    # Numba's on-disk cache of compiled kernels: compile once per machine.
+    "LSTMF_CACHE": _env_flag("LSTMF_CACHE", True),
+    # Fast-math flags that keep NaN/inf checks working (no "nnan"/"ninf") and
+    # exact library functions (no "afn"); "reassoc" lets dot products vectorise.
+    "LSTMF_FASTMATH": {"nsz", "arcp", "contract", "reassoc"},
+    # Fixed number of gradient chunks: sequences are split into this many groups
+    # whatever the thread count, and the chunk sums are reduced in a fixed order, so
+    # results are bitwise identical for 1 or many threads.
+    "LSTMF_N_CHUNKS": 32,
+    # CUDA threads per block for the GPU kernels.
+    "LSTMF_THREADS_PER_BLOCK": 128,
+}
+
+LSTMF_CACHE = _DEFAULTS["LSTMF_CACHE"]
+LSTMF_FASTMATH = set(_DEFAULTS["LSTMF_FASTMATH"])
+LSTMF_N_CHUNKS = _DEFAULTS["LSTMF_N_CHUNKS"]
+LSTMF_THREADS_PER_BLOCK = _DEFAULTS["LSTMF_THREADS_PER_BLOCK"]
+
+
+def _reset(var=None):
+    """Restore one tunable (``var``), or all of them, to its default."""
+    names = list(_DEFAULTS) if var is None else [var]
+    for name in names:
+        if name not in _DEFAULTS:
+            raise ValueError(f"unknown config variable {name!r}")
+        value = _DEFAULTS[name]
+        globals()[name] = set(value) if isinstance(value, set) else value
