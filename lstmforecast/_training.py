@@ -20,6 +20,45 @@ _JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil":
 
 
 @njit(**_JIT)
+def apply_update(params, grad, loss, opt_kind, opt_state, step, hyper, l2_mask,
+                 train_mask, params_before, state_before):
+    """L2 penalty, frozen parameters, clipping and one optimizer step, in place.
+
+    Returns ``(loss_with_penalty, ok)``. When the loss, the gradient or the updated
+    parameters are not finite, ``params``, ``opt_state`` and ``step`` are left as
+    they were before the call and ``ok`` is False.
+    """
+    alpha = hyper[H_ALPHA]
+    clip = hyper[H_CLIP]
+    norm2 = 0.0
+    penalty = 0.0
+    for p in range(params.shape[0]):
+        if alpha > 0.0 and l2_mask[p] != 0.0:
+            penalty += params[p] * params[p]
+            grad[p] += alpha * params[p]
+        grad[p] *= train_mask[p]
+        norm2 += grad[p] * grad[p]
+    loss += 0.5 * alpha * penalty
+    if not (np.isfinite(loss) and np.isfinite(norm2)):
+        return loss, False
+    if clip > 0.0 and norm2 > clip * clip:
+        scale = clip / np.sqrt(norm2)
+        for p in range(params.shape[0]):
+            grad[p] *= scale
+    params_before[:] = params
+    state_before[:] = opt_state
+    step[0] += 1
+    optimizer_step(opt_kind, params, grad, opt_state, hyper, step[0])
+    for p in range(params.shape[0]):
+        if not np.isfinite(params[p]):
+            params[:] = params_before
+            opt_state[:] = state_before
+            step[0] -= 1
+            return loss, False
+    return loss, True
+
+
+@njit(**_JIT)
 def train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size,
                   first_batch, n_batches, cell, hidden_size, block_size, loss_kind,
                   opt_kind, opt_state, step, hyper, l2_mask, train_mask):
@@ -56,9 +95,6 @@ def train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size
     n_seq = order.shape[0]
     losses = np.zeros(n_batches)
     sizes = np.zeros(n_batches)
-    alpha = hyper[H_ALPHA]
-    clip = hyper[H_CLIP]
-    n_params = params.shape[0]
     params_before = np.empty_like(params)
     state_before = np.empty_like(opt_state)
     for i in range(n_batches):
@@ -67,35 +103,10 @@ def train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size
         loss, grad = loss_grad(params, layout, X, lengths, Y, mask, state0,
                                order[start:stop], cell, hidden_size, block_size,
                                loss_kind)
-        norm2 = 0.0
-        penalty = 0.0
-        for p in range(n_params):
-            if alpha > 0.0 and l2_mask[p] != 0.0:
-                penalty += params[p] * params[p]
-                grad[p] += alpha * params[p]
-            grad[p] *= train_mask[p]
-            norm2 += grad[p] * grad[p]
-        loss += 0.5 * alpha * penalty
+        loss, ok = apply_update(params, grad, loss, opt_kind, opt_state, step, hyper,
+                                l2_mask, train_mask, params_before, state_before)
         losses[i] = loss
         sizes[i] = stop - start
-        if not (np.isfinite(loss) and np.isfinite(norm2)):
-            return losses, sizes, i
-        if clip > 0.0 and norm2 > clip * clip:
-            scale = clip / np.sqrt(norm2)
-            for p in range(n_params):
-                grad[p] *= scale
-        params_before[:] = params
-        state_before[:] = opt_state
-        step[0] += 1
-        optimizer_step(opt_kind, params, grad, opt_state, hyper, step[0])
-        finite = True
-        for p in range(n_params):
-            if not np.isfinite(params[p]):
-                finite = False
-                break
-        if not finite:
-            params[:] = params_before
-            opt_state[:] = state_before
-            step[0] -= 1
+        if not ok:
             return losses, sizes, i
     return losses, sizes, -1

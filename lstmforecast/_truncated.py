@@ -1,0 +1,217 @@
+"""The 1997 paper's truncated, online learning rule (Appendix A.1, eqs. 19-28).
+
+For a single layer of ``lstm1997`` cells. Error reaches the incoming weights of the
+cells and gates but flows back in time only through the constant error carousel: the
+partial derivatives of each cell state with respect to its cell-input and input-gate
+weights are carried forward as traces (RTRL-style) and updated at every step. Cost
+O(weights) per time step and memory O(weights), independent of the sequence length:
+no history is stored.
+
+Each unit's sources are ``[x_t (D), r_{t-1} (U), 1]``; the output layer sees the cells
+of the same step. Traces start at zero with each sequence (activations are reset).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import config
+from ._batched import _head_loss_grad, _layer_forward
+from ._training import apply_update
+
+_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True}
+
+
+@njit(inline="always", **_JIT)
+def _add_row(grad, off_wih, off_whh, off_b, D, n_units, u, scale, src):
+    """``grad[row u] += scale * src`` for one unit's weight_ih, weight_hh and bias."""
+    for m in range(D):
+        grad[off_wih + u * D + m] += scale * src[m]
+    for m in range(n_units):
+        grad[off_whh + u * n_units + m] += scale * src[D + m]
+    grad[off_b + u] += scale * src[D + n_units]
+
+
+@njit(**_JIT)
+def _truncated_sequence(params, layout, X, length, Y, mask, hidden_size, block_size,
+                        loss_kind, grad, step_update, opt_kind, opt_state, step,
+                        hyper, l2_mask, train_mask, params_before, state_before):
+    """Run one sequence, adding the truncated gradient to ``grad``.
+
+    With ``step_update`` the optimizer is applied after every step that has a target
+    (``grad`` then holds only that step's contribution and is cleared after each
+    update). Returns ``(weighted_loss, ok)``; ``ok`` is False when an update was not
+    finite (the parameters are then as before that update).
+    """
+    H = hidden_size
+    n_blocks = H // block_size
+    n_units = H + 2 * n_blocks
+    D = X.shape[1]
+    n_src = D + n_units + 1
+    n_out = Y.shape[1]
+    dt = params.dtype
+    off_wih = layout[0, 0]
+    off_whh = layout[0, 1]
+    off_b = layout[0, 2]
+    src = np.empty(n_src, dtype=dt)
+    trace_in = np.zeros((H, n_src), dtype=dt)
+    trace_c = np.zeros((H, n_src), dtype=dt)
+    r_prev = np.zeros((n_units, 1), dtype=dt)
+    c_prev = np.zeros((H, 1), dtype=dt)
+    r = np.empty((n_units, 1), dtype=dt)
+    c = np.empty((H, 1), dtype=dt)
+    act = np.empty((n_units, 1), dtype=dt)
+    active = np.ones(1, dtype=np.int8)
+    target = np.empty((n_out, 1), dtype=dt)
+    weight = np.empty(1, dtype=dt)
+    logits = np.empty((n_out, 1), dtype=dt)
+    dy = np.empty((H, 1), dtype=dt)
+    ds = np.empty(H, dtype=dt)
+    loss = 0.0
+    for t in range(length):
+        x = X[t].reshape((D, 1))
+        for m in range(D):
+            src[m] = X[t, m]
+        for m in range(n_units):
+            src[D + m] = r_prev[m, 0]
+        src[n_src - 1] = 1.0
+        _layer_forward(params, layout, 0, 1, H, block_size, x, r_prev, c_prev, active,
+                       act, c, r)
+        # eqs. 25 and 27: carry d s_c / d w forward for the input-gate and cell rows
+        for k in range(H):
+            j = k // block_size
+            yin = act[H + j, 0]
+            gk = act[k, 0]
+            a_in = gk * yin * (1.0 - yin)
+            a_c = (1.0 - 0.25 * gk * gk) * yin
+            for m in range(n_src):
+                trace_in[k, m] += a_in * src[m]
+                trace_c[k, m] += a_c * src[m]
+        w = mask[t]
+        if w != 0.0:
+            for k in range(n_out):
+                target[k, 0] = Y[t, k]
+            weight[0] = w
+            # eq. 19 and the head's update: delta at the output, dy at the cells
+            loss += _head_loss_grad(params, layout, loss_kind, r[:H], target, weight,
+                                    logits, grad, dy)
+            for k in range(H):
+                j = k // block_size
+                hs = np.tanh(0.5 * c[k, 0])
+                ds[k] = act[H + n_blocks + j, 0] * 0.5 * (1.0 - hs * hs) * dy[k, 0]
+            for j in range(n_blocks):
+                # eqs. 21-22: output gates, immediate term only
+                yout = act[H + n_blocks + j, 0]
+                d_out = 0.0
+                for v in range(block_size):
+                    k = j * block_size + v
+                    d_out += np.tanh(0.5 * c[k, 0]) * dy[k, 0]
+                d_out *= yout * (1.0 - yout)
+                _add_row(grad, off_wih, off_whh, off_b, D, n_units, H + n_blocks + j,
+                         d_out, src)
+                # eq. 26: input gates, through the traces of the block's cells
+                u = H + j
+                for v in range(block_size):
+                    k = j * block_size + v
+                    _add_row(grad, off_wih, off_whh, off_b, D, n_units, u,
+                                   ds[k], trace_in[k])
+            # eq. 28: cell inputs
+            for k in range(H):
+                _add_row(grad, off_wih, off_whh, off_b, D, n_units, k, ds[k],
+                               trace_c[k])
+            if step_update:
+                _, ok = apply_update(params, grad, 0.0, opt_kind, opt_state, step,
+                                     hyper, l2_mask, train_mask, params_before,
+                                     state_before)
+                grad[:] = 0.0
+                if not ok:
+                    return loss, False
+        r_prev[:, :] = r
+        c_prev[:, :] = c
+    return loss, True
+
+
+@njit(**_JIT)
+def truncated_loss_grad(params, layout, X, lengths, Y, mask, seq_index, hidden_size,
+                        block_size, loss_kind):
+    """Mean loss and the truncated gradient over ``seq_index`` (no update).
+
+    Same normalisation as :func:`lstmforecast._kernels.loss_grad`: sums over target
+    steps divided by the total mask weight.
+    """
+    grad = np.zeros_like(params)
+    dummy_state = np.zeros((2, params.shape[0]), dtype=params.dtype)
+    dummy_step = np.zeros(1, dtype=np.int64)
+    hyper = np.zeros(8)
+    ones = np.ones_like(params)
+    before = np.empty_like(params)
+    state_before = np.empty_like(dummy_state)
+    loss = 0.0
+    weight_total = 0.0
+    for i in range(seq_index.shape[0]):
+        b = seq_index[i]
+        for t in range(lengths[b]):
+            weight_total += mask[b, t]
+        seq_loss, _ = _truncated_sequence(
+            params, layout, X[b], lengths[b], Y[b], mask[b], hidden_size, block_size,
+            loss_kind, grad, False, 0, dummy_state, dummy_step, hyper, ones, ones,
+            before, state_before)
+        loss += seq_loss
+    if weight_total > 0.0:
+        loss /= weight_total
+        for p in range(grad.shape[0]):
+            grad[p] /= weight_total
+    return loss, grad
+
+
+@njit(**_JIT)
+def train_truncated(params, layout, X, lengths, Y, mask, order, batch_size,
+                    first_batch, n_batches, hidden_size, block_size, loss_kind,
+                    step_update, opt_kind, opt_state, step, hyper, l2_mask,
+                    train_mask):
+    """Train with the truncated rule; same contract as
+    :func:`lstmforecast._training.train_batches`.
+
+    ``step_update`` (``update="step"``, which needs ``batch_size == 1``) applies the
+    optimizer after every target step of every sequence, using that step's
+    mask-weighted gradient; otherwise each batch's mean gradient is applied once.
+    """
+    n_seq = order.shape[0]
+    losses = np.zeros(n_batches)
+    sizes = np.zeros(n_batches)
+    params_before = np.empty_like(params)
+    state_before = np.empty_like(opt_state)
+    grad = np.zeros_like(params)
+    for i in range(n_batches):
+        start = (first_batch + i) * batch_size
+        stop = min(n_seq, start + batch_size)
+        sizes[i] = stop - start
+        if step_update:
+            loss = 0.0
+            weight_total = 0.0
+            for q in range(start, stop):
+                b = order[q]
+                for t in range(lengths[b]):
+                    weight_total += mask[b, t]
+                grad[:] = 0.0
+                seq_loss, ok = _truncated_sequence(
+                    params, layout, X[b], lengths[b], Y[b], mask[b], hidden_size,
+                    block_size, loss_kind, grad, True, opt_kind, opt_state, step,
+                    hyper, l2_mask, train_mask, params_before, state_before)
+                loss += seq_loss
+                if not ok or not np.isfinite(seq_loss):
+                    losses[i] = seq_loss
+                    return losses, sizes, i
+            losses[i] = loss / weight_total if weight_total > 0.0 else 0.0
+        else:
+            loss, g = truncated_loss_grad(params, layout, X, lengths, Y, mask,
+                                          order[start:stop], hidden_size, block_size,
+                                          loss_kind)
+            loss, ok = apply_update(params, g, loss, opt_kind, opt_state, step,
+                                    hyper, l2_mask, train_mask, params_before,
+                                    state_before)
+            losses[i] = loss
+            if not ok:
+                return losses, sizes, i
+    return losses, sizes, -1
