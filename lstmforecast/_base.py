@@ -17,6 +17,7 @@ from . import _kernels, _layout
 from ._data import check_mask, check_sequences, pad_targets, step_targets
 from ._optimizers import OPTIMIZER_CODES, make_hyper
 from ._training import train_batches
+from ._truncated import train_truncated
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -26,8 +27,10 @@ _SECONDS_PER_CALL = 0.25
 
 
 def _check_device(device):
-    if device != "cpu":
-        raise ValueError(f"device={device!r} is not available yet; use device='cpu'")
+    # "auto" picks a GPU when one can be used; there is no GPU path yet.
+    if device == "cuda":
+        raise ValueError("device='cuda' is not available yet; use device='cpu' (or "
+                         "'auto', which falls back to the CPU)")
 
 
 class BaseLSTM(BaseEstimator):
@@ -38,7 +41,12 @@ class BaseLSTM(BaseEstimator):
         "num_layers": [Interval(numbers.Integral, 1, None, closed="left")],
         "cell": [StrOptions(set(_layout.CELL_CODES))],
         "block_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "gradient": [StrOptions({"bptt"})],
+        "gradient": [StrOptions({"bptt", "truncated"})],
+        "update": [StrOptions({"sequence", "step"})],
+        "input_gate_bias": [None, "array-like", numbers.Real],
+        "output_gate_bias": [None, "array-like", numbers.Real],
+        "hidden_bias": [StrOptions({"all", "gates", "none"})],
+        "output_bias": ["boolean"],
         "optimizer": [StrOptions(set(OPTIMIZER_CODES))],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "momentum": [Interval(numbers.Real, 0, 1, closed="left")],
@@ -65,18 +73,22 @@ class BaseLSTM(BaseEstimator):
     }
 
     def __init__(self, hidden_size=32, *, num_layers=1, cell="lstm", block_size=1,
-                 gradient="bptt", optimizer="adam", learning_rate=1e-3,
+                 gradient="bptt", update="sequence", optimizer="adam",
+                 learning_rate=1e-3,
                  momentum=0.9, nesterov=False, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, batch_size=32, max_epochs=200, shuffle=True,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  tol=1e-4, clip_norm=None, alpha=0.0, output="last",
-                 output_activation="auto", init_scale=None, dtype="float32",
+                 output_activation="auto", init_scale=None, input_gate_bias=None,
+                 output_gate_bias=None, hidden_bias="all", output_bias=True,
+                 dtype="float32",
                  device="cpu", random_state=None, verbose=0, warm_start=False):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.cell = cell
         self.block_size = block_size
         self.gradient = gradient
+        self.update = update
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.momentum = momentum
@@ -96,6 +108,10 @@ class BaseLSTM(BaseEstimator):
         self.output = output
         self.output_activation = output_activation
         self.init_scale = init_scale
+        self.input_gate_bias = input_gate_bias
+        self.output_gate_bias = output_gate_bias
+        self.hidden_bias = hidden_bias
+        self.output_bias = output_bias
         self.dtype = dtype
         self.device = device
         self.random_state = random_state
@@ -112,18 +128,76 @@ class BaseLSTM(BaseEstimator):
         if self.cell == "lstm" and self.block_size != 1:
             raise ValueError("block_size applies to cell='lstm1997' only; "
                              "cell='lstm' needs block_size=1")
+        if self.cell == "lstm":
+            for name in ("input_gate_bias", "output_gate_bias"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} applies to cell='lstm1997' only")
+            if self.hidden_bias == "gates":
+                raise ValueError("hidden_bias='gates' applies to cell='lstm1997' only")
+        if self.gradient == "truncated" and (self.cell != "lstm1997"
+                                             or self.num_layers != 1):
+            raise ValueError(
+                "gradient='truncated' (the 1997 rule) needs cell='lstm1997' and "
+                "num_layers=1; the forget-gate trace of Gers et al. (2000) is not "
+                "implemented, use gradient='bptt' for cell='lstm'")
+        if self.update == "step" and (self.gradient != "truncated"
+                                      or self.batch_size != 1):
+            raise ValueError("update='step' (a weight update after every target "
+                             "step) needs gradient='truncated' and batch_size=1")
+        self._gate_biases()
+
+    def _gate_biases(self):
+        """Initial input- and output-gate biases, one per block (or None)."""
+        n_blocks = self.hidden_size // self.block_size
+        values = []
+        for name in ("input_gate_bias", "output_gate_bias"):
+            value = getattr(self, name)
+            if value is None:
+                values.append(None)
+                continue
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "fiu":
+                raise TypeError(f"{name} must be numeric, got {arr.dtype}")
+            arr = np.broadcast_to(arr.astype(np.float64), (n_blocks,)) \
+                if arr.ndim == 0 else arr.astype(np.float64)
+            if arr.shape != (n_blocks,):
+                raise ValueError(f"{name} needs one value per memory block "
+                                 f"({n_blocks}), got shape {arr.shape}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} has non-finite values")
+            values.append(arr)
+        return values
 
     @property
     def _np_dtype(self):
+        """The dtype a fit trains in (the fitted model keeps ``params_.dtype``)."""
         return _DTYPES[self.dtype]
 
+    def _network_config(self):
+        """The hyper-parameters that shape the network (and its output)."""
+        return {"cell": self.cell, "hidden_size": self.hidden_size,
+                "block_size": self.block_size, "num_layers": self.num_layers,
+                "output": self.output, "dtype": self.dtype,
+                "output_activation": self.output_activation}
+
     def _network_args(self):
-        """``(cell, hidden_size, block_size, loss_kind)`` for the kernels."""
-        return (_layout.CELL_CODES[self.cell], self.hidden_size, self.block_size,
-                self._loss_kind)
+        """``(cell, hidden_size, block_size, loss_kind)`` of the fitted network."""
+        net = self._net
+        return (_layout.CELL_CODES[net["cell"]], net["hidden_size"],
+                net["block_size"], self._loss_kind)
+
+    def _unpack_args(self):
+        net = self._net
+        return (_layout.CELL_CODES[net["cell"]], self.input_size_, net["hidden_size"],
+                net["num_layers"], self.n_outputs_, net["block_size"])
+
+    def _no_state(self):
+        """A zero-length initial-state array: every sequence starts from zeros."""
+        return np.zeros((0, self._net["num_layers"], 1), dtype=self.params_.dtype)
 
     # ------------------------------------------------------------ parameters
     def _initialize(self, n_outputs, rng):
+        self._net = self._network_config()
         cell = _layout.CELL_CODES[self.cell]
         self._layout, n_params = _layout.make_layout(
             cell, self.input_size_, self.hidden_size, self.num_layers, n_outputs,
@@ -131,16 +205,42 @@ class BaseLSTM(BaseEstimator):
         scale = (self.init_scale if self.init_scale is not None
                  else 1.0 / np.sqrt(self.hidden_size))
         params = rng.uniform(-scale, scale, n_params)
-        self.params_ = params.astype(self._np_dtype)
-        self.n_outputs_ = n_outputs
-        l2_mask = np.zeros(n_params, dtype=self._np_dtype)
-        blocks = _layout.unpack(l2_mask, cell, self.input_size_, self.hidden_size,
-                                self.num_layers, n_outputs, self.block_size)
-        for name, block in blocks.items():
+        l2_mask = np.zeros(n_params)
+        train_mask = np.ones(n_params)
+        args = (cell, self.input_size_, self.hidden_size, self.num_layers, n_outputs,
+                self.block_size)
+        blocks = _layout.unpack(params, *args)
+        for name, block in _layout.unpack(l2_mask, *args).items():
             if "weight" in name:
                 block[...] = 1.0
-        self._l2_mask = l2_mask
-        self._train_mask = np.ones(n_params, dtype=self._np_dtype)
+        trainable = _layout.unpack(train_mask, *args)
+        H = self.hidden_size
+        n_blocks = H // self.block_size
+        in_bias, out_bias = self._gate_biases()
+        for layer in range(self.num_layers):
+            bias_names = [n for n in blocks if n.startswith("bias_")
+                          and n.endswith(f"_l{layer}")]
+            if self.hidden_bias == "none":
+                frozen = slice(None)
+            elif self.hidden_bias == "gates":
+                frozen = slice(0, H)  # the cells' own biases
+            else:
+                frozen = slice(0, 0)
+            for name in bias_names:
+                blocks[name][frozen] = 0.0
+                trainable[name][frozen] = 0.0
+            bias = blocks[bias_names[0]]
+            if in_bias is not None:
+                bias[H:H + n_blocks] = in_bias
+            if out_bias is not None:
+                bias[H + n_blocks:] = out_bias
+        if not self.output_bias:
+            blocks["head.bias"][...] = 0.0
+            trainable["head.bias"][...] = 0.0
+        self.params_ = params.astype(self._np_dtype)
+        self.n_outputs_ = n_outputs
+        self._l2_mask = l2_mask.astype(self._np_dtype)
+        self._train_mask = train_mask.astype(self._np_dtype)
         self._opt_state = np.zeros((2, n_params), dtype=self._np_dtype)
         self._opt_step = np.zeros(1, dtype=np.int64)
 
@@ -167,9 +267,7 @@ class BaseLSTM(BaseEstimator):
         """
         check_is_fitted(self, "params_")
         self._check_layout(layout)
-        blocks = _layout.unpack(self.params_, _layout.CELL_CODES[self.cell],
-                                self.input_size_, self.hidden_size, self.num_layers,
-                                self.n_outputs_, self.block_size)
+        blocks = _layout.unpack(self.params_, *self._unpack_args())
         return {name: block.copy() for name, block in blocks.items()}
 
     def set_weights(self, weights, layout="torch"):
@@ -198,16 +296,14 @@ class BaseLSTM(BaseEstimator):
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"weight {name!r} has non-finite values")
             converted[name] = arr
-        self.params_ = _layout.pack(converted, _layout.CELL_CODES[self.cell],
-                                    self.input_size_, self.hidden_size,
-                                    self.num_layers, self.n_outputs_, self.block_size,
-                                    dtype=self._np_dtype)
+        self.params_ = _layout.pack(converted, *self._unpack_args(),
+                                    dtype=self.params_.dtype)
         return self
 
     def _check_layout(self, layout):
         if layout not in ("torch", "native"):
             raise ValueError(f"layout must be 'torch' or 'native', got {layout!r}")
-        if layout == "torch" and self.cell != "lstm":
+        if layout == "torch" and self._net["cell"] != "lstm":
             raise ValueError("layout='torch' exists for cell='lstm' only; use "
                              "layout='native' for cell='lstm1997'")
 
@@ -226,12 +322,27 @@ class BaseLSTM(BaseEstimator):
                              "target y is None")
         first_pass = not hasattr(self, "params_") or (
             not self.warm_start and not incremental)
-        seqs = check_sequences(self, X, self._np_dtype, reset=first_pass)
-        if seqs.n_sequences < 1:
-            raise ValueError("X has no sequences")
-        rows, n_outputs = self._encode_targets(seqs, y, first_pass)
-        M = check_mask(seqs, mask, self.output, self._np_dtype)
-        Y = pad_targets(seqs, rows, self.output, self._np_dtype)
+        if not first_pass and self._net != self._network_config():
+            changed = sorted(k for k, v in self._network_config().items()
+                             if self._net[k] != v)
+            raise ValueError(f"{', '.join(changed)} changed since the last fit; "
+                             "continuing training needs the same network: refit with "
+                             "warm_start=False")
+        # Validate everything before touching the fitted state: a failed call must
+        # leave a fitted model as it was.
+        saved = self.__dict__.copy()
+        try:
+            seqs = check_sequences(self, X, self._np_dtype, reset=first_pass)
+            rows, n_outputs = self._encode_targets(seqs, y, first_pass)
+            M = check_mask(seqs, mask, self.output, self._np_dtype)
+            Y = pad_targets(seqs, rows, self.output, self._np_dtype)
+            if not first_pass and n_outputs != self.n_outputs_:
+                raise ValueError(f"y has {n_outputs} outputs, the fitted model has "
+                                 f"{self.n_outputs_}")
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
         if first_pass:
             self._rng = np.random.default_rng(
                 self.random_state if not isinstance(self.random_state,
@@ -245,13 +356,6 @@ class BaseLSTM(BaseEstimator):
             self.n_iter_ = 0
             self.t_ = 0
             self._no_improvement_count = 0
-        elif n_outputs != self.n_outputs_:
-            raise ValueError(f"y has {n_outputs} outputs, the fitted model has "
-                             f"{self.n_outputs_}")
-        elif (self.params_.dtype != self._np_dtype
-              or self._layout.shape[0] != self.num_layers + 1):
-            raise ValueError("dtype or network parameters changed since the last fit; "
-                             "refit with warm_start=False")
         n_seq = seqs.n_sequences
         train_idx = np.arange(n_seq)
         val = None
@@ -272,7 +376,7 @@ class BaseLSTM(BaseEstimator):
                            self.clip_norm)
         opt_kind = OPTIMIZER_CODES[self.optimizer]
         cell, hidden, block, loss_kind = self._network_args()
-        no_state = np.zeros((0, self.num_layers, 1), dtype=self._np_dtype)
+        no_state = self._no_state()
         n_train = train_idx.shape[0]
         batch_size = min(self.batch_size, n_train)
         n_batches = -(-n_train // batch_size)
@@ -289,11 +393,18 @@ class BaseLSTM(BaseEstimator):
                 while done < n_batches:
                     count = min(batches_per_call, n_batches - done)
                     call_start = time.perf_counter()
-                    losses, sizes, failed = train_batches(
-                        self.params_, self._layout, seqs.X, seqs.lengths, Y, M,
-                        no_state, order, batch_size, done, count, cell, hidden, block,
-                        loss_kind, opt_kind, self._opt_state, self._opt_step, hyper,
-                        self._l2_mask, self._train_mask)
+                    if self.gradient == "truncated":
+                        losses, sizes, failed = train_truncated(
+                            self.params_, self._layout, seqs.X, seqs.lengths, Y, M,
+                            order, batch_size, done, count, hidden, block, loss_kind,
+                            self.update == "step", opt_kind, self._opt_state,
+                            self._opt_step, hyper, self._l2_mask, self._train_mask)
+                    else:
+                        losses, sizes, failed = train_batches(
+                            self.params_, self._layout, seqs.X, seqs.lengths, Y, M,
+                            no_state, order, batch_size, done, count, cell, hidden,
+                            block, loss_kind, opt_kind, self._opt_state,
+                            self._opt_step, hyper, self._l2_mask, self._train_mask)
                     if failed >= 0:
                         raise ValueError(
                             f"training diverged: the loss or the weights became "
@@ -367,17 +478,16 @@ class BaseLSTM(BaseEstimator):
     def _forward(self, X):
         """Validate X and run the network: ``(seqs, out)`` with out (N, T|1, K)."""
         check_is_fitted(self, "params_")
-        seqs = check_sequences(self, X, self._np_dtype, reset=False)
+        seqs = check_sequences(self, X, self.params_.dtype.type, reset=False)
         cell, hidden, block, loss_kind = self._network_args()
-        no_state = np.zeros((0, self.num_layers, 1), dtype=self._np_dtype)
         out, _ = _kernels.forward(self.params_, self._layout, seqs.X, seqs.lengths,
-                                  no_state, cell, hidden, block, loss_kind,
-                                  self.output == "last")
+                                  self._no_state(), cell, hidden, block, loss_kind,
+                                  self._net["output"] == "last")
         return seqs, out.astype(np.float64)
 
     def _per_sequence(self, seqs, out):
         """Split ``out`` into what the caller expects: an array or a list."""
-        if self.output == "last":
+        if self._net["output"] == "last":
             return out[:, 0, :]
         if seqs.ragged:
             return [out[i, :seqs.lengths[i]] for i in range(seqs.n_sequences)]

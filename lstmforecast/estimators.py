@@ -8,7 +8,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import column_or_1d
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import _kernels, _layout
 from ._base import BaseLSTM
@@ -27,8 +27,17 @@ _SHARED_DOC = """
         ``block_size`` cells sharing an input and an output gate).
     block_size : int, default=1
         Cells per memory block (``cell="lstm1997"``).
-    gradient : {"bptt"}, default="bptt"
-        Full-gradient backpropagation through time.
+    gradient : {"bptt", "truncated"}, default="bptt"
+        ``"bptt"``: full-gradient backpropagation through time. ``"truncated"``:
+        the 1997 paper's rule (Appendix A.1): error flows back in time only through
+        the constant error carousel, with RTRL-style traces carried forward; O(weights)
+        time per step and memory independent of the sequence length. Needs
+        ``cell="lstm1997"`` and ``num_layers=1``.
+    update : {"sequence", "step"}, default="sequence"
+        With ``gradient="truncated"`` and ``batch_size=1``, ``"step"`` updates the
+        weights after every step that has a target (fully on-line); ``"sequence"``
+        once per mini-batch. The paper says "on-line" without saying which; the two
+        differ only when a sequence has several targets.
     optimizer : {"adam", "sgd"}, default="adam"
     learning_rate : float, default=1e-3
     momentum : float, default=0.9
@@ -62,6 +71,15 @@ _SHARED_DOC = """
     init_scale : float or None, default=None
         Weights start uniform in ``[-init_scale, init_scale]``; None uses
         ``1 / sqrt(hidden_size)`` as PyTorch does.
+    input_gate_bias, output_gate_bias : float, array-like or None, default=None
+        Initial input- / output-gate biases of ``cell="lstm1997"``, one value per
+        memory block (e.g. ``[-3.0, -6.0]``, the paper's remedy for internal state
+        drift and for the abuse problem); None keeps them random.
+    hidden_bias : {"all", "gates", "none"}, default="all"
+        Which recurrent units have (trainable) biases: all, only the gates
+        (``cell="lstm1997"``), or none. Units without a bias have it fixed at 0.
+    output_bias : bool, default=True
+        Whether the output units have a bias.
     dtype : {"float32", "float64"}, default="float32"
         Arithmetic precision of the weights and kernels.
     device : {"cpu"}, default="cpu"
@@ -200,9 +218,9 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
 
     def _score_arrays(self, X, lengths, Y, M):
         cell, hidden, block, loss_kind = self._network_args()
-        no_state = np.zeros((0, self.num_layers, 1), dtype=self._np_dtype)
-        out, _ = _kernels.forward(self.params_, self._layout, X, lengths, no_state,
-                                  cell, hidden, block, loss_kind, False)
+        out, _ = _kernels.forward(self.params_, self._layout, X, lengths,
+                                  self._no_state(), cell, hidden, block, loss_kind,
+                                  False)
         sel = M > 0
         return r2_score(Y[sel].astype(np.float64), out[sel].astype(np.float64),
                         sample_weight=M[sel])
@@ -214,12 +232,13 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
         -------
         score : float
         """
-        if self.output == "last":
+        check_is_fitted(self, "params_")
+        if self._net["output"] == "last":
             return super().score(X, y, sample_weight=sample_weight)
         seqs, out = self._forward(X)
-        rows, _ = step_targets(seqs, y, self.output, np.float64)
-        M = check_mask(seqs, mask, self.output, np.float64)
-        Y = pad_targets(seqs, rows, self.output, np.float64)
+        rows, _ = step_targets(seqs, y, "sequence", np.float64)
+        M = check_mask(seqs, mask, "sequence", np.float64)
+        Y = pad_targets(seqs, rows, "sequence", np.float64)
         sel = M > 0
         return r2_score(Y[sel], out[sel], sample_weight=M[sel])
 
@@ -375,9 +394,9 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
 
     def _score_arrays(self, X, lengths, Y, M):
         cell, hidden, block, loss_kind = self._network_args()
-        no_state = np.zeros((0, self.num_layers, 1), dtype=self._np_dtype)
-        out, _ = _kernels.forward(self.params_, self._layout, X, lengths, no_state,
-                                  cell, hidden, block, loss_kind, False)
+        out, _ = _kernels.forward(self.params_, self._layout, X, lengths,
+                                  self._no_state(), cell, hidden, block, loss_kind,
+                                  False)
         sel = M > 0
         proba = self._proba_from_outputs(out.astype(np.float64))[sel]
         if self._single_output:
@@ -393,7 +412,8 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         -------
         score : float
         """
-        if self.output == "last":
+        check_is_fitted(self, "params_")
+        if self._net["output"] == "last":
             return super().score(X, y, sample_weight=sample_weight)
         pred = self.predict(X)
         seqs_pred = pred if isinstance(pred, list) else list(pred)

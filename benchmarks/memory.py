@@ -1,0 +1,94 @@
+"""Time per step and peak memory against sequence length T.
+
+For the paper's truncated rule (``gradient="truncated"``), full BPTT and inference,
+on the Exp. 4 network (``cell="lstm1997"``, 2 blocks of 2 cells, 93 weights), one
+sequence of length T = 100 ... 100,000. Each measurement runs in a fresh process and
+reports the growth of its peak resident memory over the same process's footprint just
+before the measured call (interpreter, libraries, compiled kernels and the input
+arrays excluded), so the figure is what the algorithm itself allocates.
+
+Usage::
+
+    python benchmarks/memory.py [--lengths 100,1000,10000,100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+_SNIPPET = r"""
+import json, resource, sys, time
+import numpy as np
+from lstmforecast import _layout
+from lstmforecast._kernels import forward, loss_grad
+from lstmforecast._optimizers import OPT_SGD, make_hyper
+from lstmforecast._truncated import train_truncated
+
+mode, T = sys.argv[1], int(sys.argv[2])
+D, H, S, K = 2, 4, 2, 1
+cell = _layout.CELL_LSTM1997
+layout, P = _layout.make_layout(cell, D, H, 1, K, S)
+rng = np.random.default_rng(0)
+
+def problem(T):
+    X = rng.uniform(-1, 1, (1, T, D))
+    Y = np.full((1, T, K), 0.5)
+    M = np.zeros((1, T))
+    M[0, -1] = 1.0
+    return X, np.array([T], dtype=np.int64), Y, M
+
+def run(X, lengths, Y, M):
+    params = rng.uniform(-0.1, 0.1, P)
+    start = time.perf_counter()
+    if mode == "truncated":
+        train_truncated(params, layout, X, lengths, Y, M, np.zeros(1, np.int64), 1,
+                        0, 1, H, S, 1, True, OPT_SGD, np.zeros((2, P)),
+                        np.zeros(1, np.int64), make_hyper(0.5, 0.0), np.ones(P),
+                        np.ones(P))
+    elif mode == "bptt":
+        loss_grad(params, layout, X, lengths, Y, M, np.zeros((0, 1, 1)),
+                  np.zeros(1, np.int64), cell, H, S, 1)
+    else:
+        forward(params, layout, X, lengths, np.zeros((0, 1, 1)), cell, H, S, 1, True)
+    return time.perf_counter() - start
+
+run(*problem(10))  # compile or load the kernels
+data = problem(T)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+seconds = run(*data)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"mode": mode, "T": T, "us_per_step": 1e6 * seconds / T,
+                  "extra_peak_kib": peak - base}))
+"""
+
+
+def measure(mode, T):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", _SNIPPET, mode, str(T)], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", default="100,1000,10000,100000")
+    args = parser.parse_args(argv)
+    lengths = [int(v) for v in args.lengths.split(",")]
+    print("| mode | T | time per step (us) | extra peak memory (KiB) |")
+    print("|---|---|---|---|")
+    for mode in ("truncated", "bptt", "inference"):
+        for T in lengths:
+            row = measure(mode, T)
+            print(f"| {mode} | {T} | {row['us_per_step']:.3f} | "
+                  f"{row['extra_peak_kib']} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
