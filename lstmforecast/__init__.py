@@ -6,7 +6,10 @@ Importing the package compiles nothing: kernels are compiled (or loaded from Num
 on-disk cache) on first use.
 """
 
+from . import metrics, model_selection
+from ._persistence import load
 from .estimators import LSTMClassifier, LSTMRegressor
+from .forecaster import ForecastInterval, LSTMForecaster
 
 __version__ = "0.1.0"
 
@@ -17,4 +20,6 @@ EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
     "LSTMClassifier": {},
 }
 
-__all__ = ["EXPECTED_FAILED_CHECKS", "LSTMClassifier", "LSTMRegressor", "__version__"]
+__all__ = ["EXPECTED_FAILED_CHECKS", "ForecastInterval", "LSTMClassifier",
+           "LSTMForecaster", "LSTMRegressor", "__version__", "load", "metrics",
+           "model_selection"]

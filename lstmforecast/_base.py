@@ -75,7 +75,7 @@ class BaseLSTM(BaseEstimator):
     def __init__(self, hidden_size=32, *, num_layers=1, cell="lstm", block_size=1,
                  gradient="bptt", update="sequence", optimizer="adam",
                  learning_rate=1e-3,
-                 momentum=0.9, nesterov=False, beta_1=0.9, beta_2=0.999,
+                 momentum=0.0, nesterov=False, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, batch_size=32, max_epochs=200, shuffle=True,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  tol=1e-4, clip_norm=None, alpha=0.0, output="last",
@@ -300,6 +300,33 @@ class BaseLSTM(BaseEstimator):
                                     dtype=self.params_.dtype)
         return self
 
+    def save(self, path):
+        """Save the fitted model to ``path``; :func:`lstmforecast.load` reads it.
+
+        The file is an ``.npz`` archive of numeric arrays (weights, optimizer state)
+        plus a JSON header (format version, library version, class, hyper-parameters,
+        fitted attributes, array shapes and dtypes); it holds no pickled data, so
+        loading it cannot run code. ``path`` (str or path-like) is used exactly as
+        given: no ``.npz`` suffix is added. The file is written to a temporary name in
+        the same directory and then renamed, so a crash never leaves a half-written
+        model. See :mod:`lstmforecast._persistence` for the format.
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Raises
+        ------
+        NotFittedError
+            When the estimator is not fitted.
+        ValueError
+            When a hyper-parameter or fitted attribute cannot be stored (the message
+            names it). A ``RandomState`` ``random_state`` is saved as None with a
+            warning and a note in the header.
+        """
+        from ._persistence import save
+        save(self, path)
+
     def _check_layout(self, layout):
         if layout not in ("torch", "native"):
             raise ValueError(f"layout must be 'torch' or 'native', got {layout!r}")
@@ -389,6 +416,7 @@ class BaseLSTM(BaseEstimator):
                 order = (self._rng.permutation(train_idx) if self.shuffle
                          else train_idx.copy())
                 epoch_loss = 0.0
+                batch_losses = []
                 done = 0
                 while done < n_batches:
                     count = min(batches_per_call, n_batches - done)
@@ -413,6 +441,7 @@ class BaseLSTM(BaseEstimator):
                             "before that batch were kept. Lower learning_rate or set "
                             "clip_norm.")
                     epoch_loss += float(np.dot(losses, sizes))
+                    batch_losses.append(losses)
                     done += count
                     elapsed = time.perf_counter() - call_start
                     batches_per_call = max(1, int(count * _SECONDS_PER_CALL
@@ -423,6 +452,7 @@ class BaseLSTM(BaseEstimator):
                 self.t_ += n_train
                 epoch_loss /= n_train
                 self.loss_curve_.append(epoch_loss)
+                self.last_batch_losses_ = np.concatenate(batch_losses)
                 stopped = self._update_no_improvement(epoch_loss, val, seqs, Y, M,
                                                       best_params)
                 if self.verbose:

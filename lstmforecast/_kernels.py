@@ -1,10 +1,14 @@
 """CPU kernels: forward pass and full-gradient BPTT for both cells.
 
 Kernels take arrays and scalars only (the parameter layout is documented in
-:mod:`lstmforecast._layout`). Each public driver here runs in parallel over sequences
-with per-chunk buffers; the chunk split depends only on the number of sequences and
-chunk results are reduced in a fixed order, so results do not depend on the thread
-count.
+:mod:`lstmforecast._layout`). Sequences are processed in chunks stepped together
+through time, with the chunk's sequences as the innermost ("lane") axis of every
+buffer, so the small matrix products of small networks vectorise across sequences,
+and large ones go to BLAS. Chunks run in parallel, each with its own buffers and
+gradient accumulator. The chunk split depends only on the number of sequences and the
+machine's CPU count (``config.LSTMF_PARALLEL_CHUNKS``), never on the number of
+threads, and chunk gradients are reduced in a fixed order: results are bitwise the
+same for any ``NUMBA_NUM_THREADS``.
 
 Shapes used throughout: ``X (N, T, D)`` zero-padded inputs, ``lengths (N,)`` int64,
 ``Y (N, T, K)`` targets, ``mask (N, T)`` target weights, ``state0 (N0, L, R + H)``
@@ -27,7 +31,16 @@ from ._layout import (
 )
 
 _JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True}
-_N_CHUNKS = config.LSTMF_N_CHUNKS
+
+# At least this many sequences are stepped together in one chunk (vector lanes);
+# larger batches are split into about LSTMF_PARALLEL_CHUNKS chunks.
+_LANES = config.LSTMF_LANES
+_PARALLEL_CHUNKS = config.LSTMF_PARALLEL_CHUNKS
+# Matrix products with at least this many multiply-adds go to BLAS.
+_BLAS_MIN_WORK = 32_768
+# Below this much work (time steps x parameters) a call runs on one thread: the
+# parallel launch costs more than it saves, and badly so when cores are shared.
+_PARALLEL_MIN_WORK = 200_000
 
 
 @njit(inline="always", **_JIT)
@@ -36,294 +49,68 @@ def _sigmoid(z):
 
 
 @njit(**_JIT)
-def _layer_forward_step(params, layout, layer, cell, hidden_size, block_size, x,
-                        r_prev, c_prev, act, c, r):
-    """One step of one layer: fill ``act`` (U), ``c`` (H) and ``r`` (R)."""
-    off_wih = layout[layer, 0]
-    off_whh = layout[layer, 1]
-    off_bih = layout[layer, 2]
-    off_bhh = layout[layer, 3]
-    din = layout[layer, 4]
-    n_units = act.shape[0]
-    n_rec = r_prev.shape[0]
-    for u in range(n_units):
-        acc = params[off_bih + u]
-        if off_bhh >= 0:
-            acc += params[off_bhh + u]
-        base = off_wih + u * din
-        for k in range(din):
-            acc += params[base + k] * x[k]
-        base = off_whh + u * n_rec
-        for k in range(n_rec):
-            acc += params[base + k] * r_prev[k]
-        act[u] = acc
-    H = hidden_size
-    if cell == CELL_LSTM:
-        for k in range(H):
-            gi = _sigmoid(act[k])
-            gf = _sigmoid(act[H + k])
-            gg = np.tanh(act[2 * H + k])
-            go = _sigmoid(act[3 * H + k])
-            act[k] = gi
-            act[H + k] = gf
-            act[2 * H + k] = gg
-            act[3 * H + k] = go
-            c[k] = gf * c_prev[k] + gi * gg
-            r[k] = go * np.tanh(c[k])
-    else:
-        n_blocks = H // block_size
-        for j in range(n_blocks):
-            act[H + j] = _sigmoid(act[H + j])
-            act[H + n_blocks + j] = _sigmoid(act[H + n_blocks + j])
-            r[H + j] = act[H + j]
-            r[H + n_blocks + j] = act[H + n_blocks + j]
-        for k in range(H):
-            j = k // block_size
-            gk = 2.0 * np.tanh(0.5 * act[k])
-            act[k] = gk
-            c[k] = c_prev[k] + act[H + j] * gk
-            r[k] = act[H + n_blocks + j] * np.tanh(0.5 * c[k])
+def _mm(A, B, C):
+    """``C += A @ B`` for ``A (m, k)``, ``B (k, n)`` (lanes ``n`` innermost)."""
+    m, k = A.shape
+    n = B.shape[1]
+    if m * k * n >= _BLAS_MIN_WORK:
+        C += np.dot(A, B)
+        return
+    if n == 1:
+        for i in range(m):
+            acc = C[i, 0]
+            for p in range(k):
+                acc += A[i, p] * B[p, 0]
+            C[i, 0] = acc
+        return
+    for i in range(m):
+        for p in range(k):
+            a = A[i, p]
+            for j in range(n):
+                C[i, j] += a * B[p, j]
 
 
 @njit(**_JIT)
-def _layer_backward_step(params, layout, layer, cell, hidden_size, block_size, x,
-                         r_prev, c_prev, act, c, dr, dc, grad, dz, dx, dr_prev):
-    """Backward through one step of one layer.
-
-    On entry ``dr`` (R) and ``dc`` (H) hold the loss gradient with respect to this
-    step's recurrent output and cell state. On exit ``dc`` holds the gradient with
-    respect to ``c_prev``, ``dx`` with respect to ``x`` and ``dr_prev`` with respect
-    to ``r_prev``; parameter gradients are added to ``grad``.
-    """
-    off_wih = layout[layer, 0]
-    off_whh = layout[layer, 1]
-    off_bih = layout[layer, 2]
-    off_bhh = layout[layer, 3]
-    din = layout[layer, 4]
-    n_units = act.shape[0]
-    n_rec = r_prev.shape[0]
-    H = hidden_size
-    if cell == CELL_LSTM:
-        for k in range(H):
-            gi = act[k]
-            gf = act[H + k]
-            gg = act[2 * H + k]
-            go = act[3 * H + k]
-            tc = np.tanh(c[k])
-            dh = dr[k]
-            dck = dc[k] + dh * go * (1.0 - tc * tc)
-            dz[k] = dck * gg * gi * (1.0 - gi)
-            dz[H + k] = dck * c_prev[k] * gf * (1.0 - gf)
-            dz[2 * H + k] = dck * gi * (1.0 - gg * gg)
-            dz[3 * H + k] = dh * tc * go * (1.0 - go)
-            dc[k] = dck * gf
-    else:
-        n_blocks = H // block_size
-        for j in range(n_blocks):
-            yin = act[H + j]
-            yout = act[H + n_blocks + j]
-            d_out = dr[H + n_blocks + j]
-            d_in = dr[H + j]
-            for v in range(block_size):
-                k = j * block_size + v
-                hs = np.tanh(0.5 * c[k])
-                d_out += dr[k] * hs
-                dsk = dc[k] + dr[k] * yout * 0.5 * (1.0 - hs * hs)
-                gk = act[k]
-                d_in += dsk * gk
-                dz[k] = dsk * yin * (1.0 - 0.25 * gk * gk)
-                dc[k] = dsk
-            dz[H + j] = d_in * yin * (1.0 - yin)
-            dz[H + n_blocks + j] = d_out * yout * (1.0 - yout)
-    for k in range(din):
-        dx[k] = 0.0
-    for k in range(n_rec):
-        dr_prev[k] = 0.0
-    for u in range(n_units):
-        du = dz[u]
-        grad[off_bih + u] += du
-        if off_bhh >= 0:
-            grad[off_bhh + u] += du
-        base = off_wih + u * din
-        for k in range(din):
-            grad[base + k] += du * x[k]
-            dx[k] += params[base + k] * du
-        base = off_whh + u * n_rec
-        for k in range(n_rec):
-            grad[base + k] += du * r_prev[k]
-            dr_prev[k] += params[base + k] * du
+def _mm_tn(A, B, C):
+    """``C += A.T @ B`` for ``A (k, m)``, ``B (k, n)``."""
+    k, m = A.shape
+    n = B.shape[1]
+    if m * k * n >= _BLAS_MIN_WORK:
+        C += np.dot(A.T, B)
+        return
+    if n == 1:
+        for p in range(k):
+            b = B[p, 0]
+            for i in range(m):
+                C[i, 0] += A[p, i] * b
+        return
+    for p in range(k):
+        for i in range(m):
+            a = A[p, i]
+            for j in range(n):
+                C[i, j] += a * B[p, j]
 
 
 @njit(**_JIT)
-def _head_forward(params, layout, loss_kind, h, out):
-    """Output layer: ``out = act(W h + b)``; returns nothing."""
-    n_layers = layout.shape[0] - 1
-    off_w = layout[n_layers, 0]
-    off_b = layout[n_layers, 1]
-    n_out = out.shape[0]
-    H = h.shape[0]
-    for k in range(n_out):
-        acc = params[off_b + k]
-        base = off_w + k * H
-        for m in range(H):
-            acc += params[base + m] * h[m]
-        out[k] = acc
-    if loss_kind == LOSS_SIGMOID_SQUARED or loss_kind == LOSS_LOGISTIC_XENT:
-        for k in range(n_out):
-            out[k] = _sigmoid(out[k])
-    elif loss_kind == LOSS_SOFTMAX_XENT:
-        zmax = out[0]
-        for k in range(1, n_out):
-            zmax = max(zmax, out[k])
-        total = 0.0
-        for k in range(n_out):
-            out[k] = np.exp(out[k] - zmax)
-            total += out[k]
-        for k in range(n_out):
-            out[k] = out[k] / total
-
-
-@njit(**_JIT)
-def _head_loss_grad(params, layout, loss_kind, h, target, weight, logits, dlogit,
-                    grad, dh):
-    """Loss of one target step, times ``weight``; adds head gradients to ``grad``.
-
-    ``dh`` receives (is added) the gradient with respect to the head input ``h``.
-    ``logits`` and ``dlogit`` are scratch buffers of size K. Returns the weighted
-    loss.
-    """
-    n_layers = layout.shape[0] - 1
-    off_w = layout[n_layers, 0]
-    off_b = layout[n_layers, 1]
-    n_out = logits.shape[0]
-    H = h.shape[0]
-    for k in range(n_out):
-        acc = params[off_b + k]
-        base = off_w + k * H
-        for m in range(H):
-            acc += params[base + m] * h[m]
-        logits[k] = acc
-    loss = 0.0
-    if loss_kind == LOSS_SQUARED:
-        for k in range(n_out):
-            diff = logits[k] - target[k]
-            loss += 0.5 * diff * diff
-            dlogit[k] = diff
-    elif loss_kind == LOSS_SIGMOID_SQUARED:
-        for k in range(n_out):
-            y = _sigmoid(logits[k])
-            diff = y - target[k]
-            loss += 0.5 * diff * diff
-            dlogit[k] = diff * y * (1.0 - y)
-    elif loss_kind == LOSS_SOFTMAX_XENT:
-        zmax = logits[0]
-        for k in range(1, n_out):
-            zmax = max(zmax, logits[k])
-        total = 0.0
-        for k in range(n_out):
-            total += np.exp(logits[k] - zmax)
-        log_norm = zmax + np.log(total)
-        t_sum = 0.0
-        for k in range(n_out):
-            t_sum += target[k]
-        for k in range(n_out):
-            loss -= target[k] * (logits[k] - log_norm)
-            dlogit[k] = np.exp(logits[k] - log_norm) * t_sum - target[k]
-    else:
-        for k in range(n_out):
-            z = logits[k]
-            # log(1 + exp(-|z|)) + max(z, 0) - t z, stable for any z
-            loss += np.log1p(np.exp(-abs(z))) + max(z, 0.0) - target[k] * z
-            dlogit[k] = _sigmoid(z) - target[k]
-    for k in range(n_out):
-        d = dlogit[k] * weight
-        grad[off_b + k] += d
-        base = off_w + k * H
-        for m in range(H):
-            grad[base + m] += d * h[m]
-            dh[m] += params[base + m] * d
-    return loss * weight
-
-
-@njit(**_JIT)
-def _sequence_loss_grad(params, layout, X, length, Y, mask, state0, has_state0, cell,
-                        hidden_size, block_size, loss_kind, grad, acts, cs, rs,
-                        scratch):
-    """Forward and BPTT of one sequence; adds to ``grad``, returns the weighted loss.
-
-    ``acts (T, L, U)``, ``cs (T + 1, L, H)`` and ``rs (T + 1, L, R)`` are per-chunk
-    caches (index 0 of ``cs``/``rs`` holds the initial state).
-    """
-    n_layers = layout.shape[0] - 1
-    H = hidden_size
-    n_rec = rs.shape[2]
-    n_out = Y.shape[1]
-    for layer in range(n_layers):
-        for k in range(n_rec):
-            rs[0, layer, k] = state0[layer, k] if has_state0 else 0.0
-        for k in range(H):
-            cs[0, layer, k] = state0[layer, n_rec + k] if has_state0 else 0.0
-    for t in range(length):
-        for layer in range(n_layers):
-            x = X[t] if layer == 0 else rs[t + 1, layer - 1, :H]
-            _layer_forward_step(params, layout, layer, cell, H, block_size, x,
-                                rs[t, layer], cs[t, layer], acts[t, layer],
-                                cs[t + 1, layer], rs[t + 1, layer])
-    # scratch rows: 0 dr per layer (L*R), then dc (L*H), dz (U), dx (max(D, H)),
-    # dr_prev (R), logits (K), dlogit (K), dh (H)
-    n_units = acts.shape[2]
-    dr_all = scratch[:n_layers * n_rec].reshape((n_layers, n_rec))
-    pos = n_layers * n_rec
-    dc_all = scratch[pos:pos + n_layers * H].reshape((n_layers, H))
-    pos += n_layers * H
-    dz = scratch[pos:pos + n_units]
-    pos += n_units
-    din_max = max(X.shape[1], H)
-    dx = scratch[pos:pos + din_max]
-    pos += din_max
-    dr_prev = scratch[pos:pos + n_rec]
-    pos += n_rec
-    logits = scratch[pos:pos + n_out]
-    pos += n_out
-    dlogit = scratch[pos:pos + n_out]
-    pos += n_out
-    dh = scratch[pos:pos + H]
-    for i in range(n_layers * n_rec + n_layers * H):
-        scratch[i] = 0.0
-    loss = 0.0
-    top = n_layers - 1
-    for t in range(length - 1, -1, -1):
-        w = mask[t]
-        if w != 0.0:
-            for m in range(H):
-                dh[m] = 0.0
-            loss += _head_loss_grad(params, layout, loss_kind, rs[t + 1, top, :H], Y[t],
-                                    w, logits, dlogit, grad, dh)
-            for m in range(H):
-                dr_all[top, m] += dh[m]
-        for layer in range(top, -1, -1):
-            din = layout[layer, 4]
-            x = X[t] if layer == 0 else rs[t + 1, layer - 1, :H]
-            _layer_backward_step(params, layout, layer, cell, H, block_size, x,
-                                 rs[t, layer], cs[t, layer], acts[t, layer],
-                                 cs[t + 1, layer], dr_all[layer], dc_all[layer],
-                                 grad, dz, dx[:din], dr_prev)
-            for k in range(n_rec):
-                dr_all[layer, k] = dr_prev[k]
-            if layer > 0:
-                for k in range(H):
-                    dr_all[layer - 1, k] += dx[k]
-    return loss
-
-
-@njit(**_JIT)
-def _chunk_bounds(n_items, n_chunks, chunk):
-    return (chunk * n_items) // n_chunks, ((chunk + 1) * n_items) // n_chunks
-
-
-# Below this much work (time steps x parameters) a call runs on one thread: the
-# parallel launch costs more than it saves, and badly so when cores are shared.
-_PARALLEL_MIN_WORK = 200_000
+def _mm_nt(A, B, C):
+    """``C += A @ B.T`` for ``A (m, n)``, ``B (k, n)``: reduction over lanes."""
+    m, n = A.shape
+    k = B.shape[0]
+    if m * k * n >= _BLAS_MIN_WORK:
+        C += np.dot(A, B.T)
+        return
+    if n == 1:
+        for i in range(m):
+            a = A[i, 0]
+            for p in range(k):
+                C[i, p] += a * B[p, 0]
+        return
+    for i in range(m):
+        for p in range(k):
+            acc = C[i, p]
+            for j in range(n):
+                acc += A[i, j] * B[p, j]
+            C[i, p] = acc
 
 
 @njit(**_JIT)
@@ -337,38 +124,375 @@ def _network_sizes(layout, cell, hidden_size, block_size):
 
 
 @njit(**_JIT)
+def _weights(params, layout, layer, n_units, n_rec):
+    """Views ``(W_ih, W_hh)`` of one layer's weight matrices."""
+    off_wih = layout[layer, 0]
+    off_whh = layout[layer, 1]
+    din = layout[layer, 4]
+    w_ih = params[off_wih:off_wih + n_units * din].reshape((n_units, din))
+    w_hh = params[off_whh:off_whh + n_units * n_rec].reshape((n_units, n_rec))
+    return w_ih, w_hh
+
+
+@njit(**_JIT)
+def _layer_forward(params, layout, layer, cell, hidden_size, block_size, x, r_prev,
+                   c_prev, active, act, c, r):
+    """One step of one layer for a chunk of lanes.
+
+    ``x (D_in, n)``, ``r_prev (R, n)``, ``c_prev (H, n)`` in; ``act (U, n)``,
+    ``c (H, n)``, ``r (R, n)`` out. Lanes with ``active[j] == 0`` (past their
+    sequence's end) keep their previous state.
+    """
+    n_units = act.shape[0]
+    n_rec = r_prev.shape[0]
+    n = act.shape[1]
+    off_bih = layout[layer, 2]
+    off_bhh = layout[layer, 3]
+    w_ih, w_hh = _weights(params, layout, layer, n_units, n_rec)
+    for u in range(n_units):
+        b = params[off_bih + u]
+        if off_bhh >= 0:
+            b += params[off_bhh + u]
+        for j in range(n):
+            act[u, j] = b
+    _mm(w_ih, x, act)
+    _mm(w_hh, r_prev, act)
+    H = hidden_size
+    if cell == CELL_LSTM:
+        for k in range(H):
+            for j in range(n):
+                gi = _sigmoid(act[k, j])
+                gf = _sigmoid(act[H + k, j])
+                gg = np.tanh(act[2 * H + k, j])
+                go = _sigmoid(act[3 * H + k, j])
+                act[k, j] = gi
+                act[H + k, j] = gf
+                act[2 * H + k, j] = gg
+                act[3 * H + k, j] = go
+                ck = gf * c_prev[k, j] + gi * gg
+                c[k, j] = ck
+                r[k, j] = go * np.tanh(ck)
+    else:
+        n_blocks = H // block_size
+        for q in range(H, n_units):
+            for j in range(n):
+                a = _sigmoid(act[q, j])
+                act[q, j] = a
+                r[q, j] = a
+        for k in range(H):
+            blk = k // block_size
+            for j in range(n):
+                gk = 2.0 * np.tanh(0.5 * act[k, j])
+                act[k, j] = gk
+                ck = c_prev[k, j] + act[H + blk, j] * gk
+                c[k, j] = ck
+                r[k, j] = act[H + n_blocks + blk, j] * np.tanh(0.5 * ck)
+    for j in range(n):
+        if active[j] == 0:
+            for k in range(H):
+                c[k, j] = c_prev[k, j]
+            for k in range(n_rec):
+                r[k, j] = r_prev[k, j]
+
+
+@njit(**_JIT)
+def _layer_backward(params, layout, layer, cell, hidden_size, block_size, x, r_prev,
+                    c_prev, act, c, active, dr, dc, grad, dz, dx, dr_prev):
+    """Backward through one step of one layer for a chunk of lanes.
+
+    On entry ``dr (R, n)`` and ``dc (H, n)`` hold the gradient with respect to this
+    step's recurrent output and cell state; on exit ``dc`` holds it with respect to
+    ``c_prev``, ``dx`` with respect to ``x`` and ``dr_prev`` with respect to
+    ``r_prev``. Parameter gradients are added to ``grad``.
+    """
+    n_units = act.shape[0]
+    n_rec = r_prev.shape[0]
+    n = act.shape[1]
+    H = hidden_size
+    if cell == CELL_LSTM:
+        for k in range(H):
+            for j in range(n):
+                gi = act[k, j]
+                gf = act[H + k, j]
+                gg = act[2 * H + k, j]
+                go = act[3 * H + k, j]
+                tc = np.tanh(c[k, j])
+                dh = dr[k, j]
+                dck = dc[k, j] + dh * go * (1.0 - tc * tc)
+                dz[k, j] = dck * gg * gi * (1.0 - gi)
+                dz[H + k, j] = dck * c_prev[k, j] * gf * (1.0 - gf)
+                dz[2 * H + k, j] = dck * gi * (1.0 - gg * gg)
+                dz[3 * H + k, j] = dh * tc * go * (1.0 - go)
+                dc[k, j] = dck * gf
+    else:
+        n_blocks = H // block_size
+        for q in range(H, n_units):
+            for j in range(n):
+                dz[q, j] = dr[q, j]
+        for k in range(H):
+            blk = k // block_size
+            for j in range(n):
+                yin = act[H + blk, j]
+                yout = act[H + n_blocks + blk, j]
+                hs = np.tanh(0.5 * c[k, j])
+                dz[H + n_blocks + blk, j] += dr[k, j] * hs
+                dsk = dc[k, j] + dr[k, j] * yout * 0.5 * (1.0 - hs * hs)
+                gk = act[k, j]
+                dz[H + blk, j] += dsk * gk
+                dz[k, j] = dsk * yin * (1.0 - 0.25 * gk * gk)
+                dc[k, j] = dsk
+        for q in range(H, n_units):
+            for j in range(n):
+                a = act[q, j]
+                dz[q, j] *= a * (1.0 - a)
+    # Lanes past their end: no parameter gradient; state gradients pass through.
+    for j in range(n):
+        if active[j] == 0:
+            for u in range(n_units):
+                dz[u, j] = 0.0
+    off_bih = layout[layer, 2]
+    off_bhh = layout[layer, 3]
+    din = x.shape[0]
+    off_wih = layout[layer, 0]
+    off_whh = layout[layer, 1]
+    w_ih, w_hh = _weights(params, layout, layer, n_units, n_rec)
+    g_ih = grad[off_wih:off_wih + n_units * din].reshape((n_units, din))
+    g_hh = grad[off_whh:off_whh + n_units * n_rec].reshape((n_units, n_rec))
+    for u in range(n_units):
+        s = 0.0
+        for j in range(n):
+            s += dz[u, j]
+        grad[off_bih + u] += s
+        if off_bhh >= 0:
+            grad[off_bhh + u] += s
+    _mm_nt(dz, x, g_ih)
+    _mm_nt(dz, r_prev, g_hh)
+    dx[:, :] = 0.0
+    _mm_tn(w_ih, dz, dx)
+    dr_prev[:, :] = 0.0
+    _mm_tn(w_hh, dz, dr_prev)
+    for j in range(n):
+        if active[j] == 0:
+            for k in range(n_rec):
+                dr_prev[k, j] = dr[k, j]
+
+
+@njit(**_JIT)
+def _head(params, layout, h, logits):
+    """``logits (K, n) = head.weight @ h + head.bias``."""
+    n_layers = layout.shape[0] - 1
+    off_w = layout[n_layers, 0]
+    off_b = layout[n_layers, 1]
+    n_out, n = logits.shape
+    H = h.shape[0]
+    for k in range(n_out):
+        for j in range(n):
+            logits[k, j] = params[off_b + k]
+    _mm(params[off_w:off_w + n_out * H].reshape((n_out, H)), h, logits)
+
+
+@njit(**_JIT)
+def _activate(loss_kind, logits):
+    """Apply the output activation to ``logits (K, n)`` in place."""
+    n_out, n = logits.shape
+    if loss_kind == LOSS_SIGMOID_SQUARED or loss_kind == LOSS_LOGISTIC_XENT:
+        for k in range(n_out):
+            for j in range(n):
+                logits[k, j] = _sigmoid(logits[k, j])
+    elif loss_kind == LOSS_SOFTMAX_XENT:
+        for j in range(n):
+            zmax = logits[0, j]
+            for k in range(1, n_out):
+                zmax = max(zmax, logits[k, j])
+            total = 0.0
+            for k in range(n_out):
+                e = np.exp(logits[k, j] - zmax)
+                logits[k, j] = e
+                total += e
+            for k in range(n_out):
+                logits[k, j] = logits[k, j] / total
+
+
+@njit(**_JIT)
+def _head_loss_grad(params, layout, loss_kind, h, target, weight, logits, grad, dh):
+    """Weighted loss of one step for a chunk; head gradients into ``grad``.
+
+    ``target (K, n)``, ``weight (n,)``; ``dh (H, n)`` is overwritten with the
+    gradient with respect to ``h``. ``logits (K, n)`` is scratch. Returns the summed
+    weighted loss.
+    """
+    _head(params, layout, h, logits)
+    n_out, n = logits.shape
+    loss = 0.0
+    for j in range(n):
+        w = weight[j]
+        if w == 0.0:
+            for k in range(n_out):
+                logits[k, j] = 0.0
+            continue
+        if loss_kind == LOSS_SQUARED:
+            for k in range(n_out):
+                diff = logits[k, j] - target[k, j]
+                loss += w * 0.5 * diff * diff
+                logits[k, j] = w * diff
+        elif loss_kind == LOSS_SIGMOID_SQUARED:
+            for k in range(n_out):
+                y = _sigmoid(logits[k, j])
+                diff = y - target[k, j]
+                loss += w * 0.5 * diff * diff
+                logits[k, j] = w * diff * y * (1.0 - y)
+        elif loss_kind == LOSS_SOFTMAX_XENT:
+            zmax = logits[0, j]
+            for k in range(1, n_out):
+                zmax = max(zmax, logits[k, j])
+            total = 0.0
+            t_sum = 0.0
+            for k in range(n_out):
+                total += np.exp(logits[k, j] - zmax)
+                t_sum += target[k, j]
+            log_norm = zmax + np.log(total)
+            for k in range(n_out):
+                z = logits[k, j]
+                loss -= w * target[k, j] * (z - log_norm)
+                logits[k, j] = w * (np.exp(z - log_norm) * t_sum - target[k, j])
+        else:
+            for k in range(n_out):
+                z = logits[k, j]
+                t = target[k, j]
+                # log(1 + exp(-|z|)) + max(z, 0) - t z, stable for any z
+                loss += w * (np.log1p(np.exp(-abs(z))) + max(z, 0.0) - t * z)
+                logits[k, j] = w * (_sigmoid(z) - t)
+    n_layers = layout.shape[0] - 1
+    off_w = layout[n_layers, 0]
+    off_b = layout[n_layers, 1]
+    H = h.shape[0]
+    for k in range(n_out):
+        s = 0.0
+        for j in range(n):
+            s += logits[k, j]
+        grad[off_b + k] += s
+    _mm_nt(logits, h, grad[off_w:off_w + n_out * H].reshape((n_out, H)))
+    dh[:, :] = 0.0
+    _mm_tn(params[off_w:off_w + n_out * H].reshape((n_out, H)), logits, dh)
+    return loss
+
+
+@njit(**_JIT)
+def _chunk_size(n_seq):
+    return max(_LANES, -(-n_seq // _PARALLEL_CHUNKS))
+
+
+@njit(**_JIT)
+def _n_chunks(n_seq):
+    return max(1, -(-n_seq // _chunk_size(n_seq)))
+
+
+@njit(**_JIT)
+def _chunk_bounds(n_items, n_chunks, chunk):
+    size = _chunk_size(n_items)
+    return chunk * size, min(n_items, (chunk + 1) * size)
+
+
+@njit(**_JIT)
+def _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs, active, rs, cs):
+    """Gather a chunk: inputs ``xs (T, D, n)``, activity ``active (T, n)`` and the
+    initial states into ``rs[0]``, ``cs[0]``."""
+    n = rows.shape[0]
+    t_max = xs.shape[0]
+    D = xs.shape[1]
+    for j in range(n):
+        b = rows[j]
+        length = lengths[b]
+        for t in range(t_max):
+            on = t < length
+            active[t, j] = 1 if on else 0
+            for d in range(D):
+                xs[t, d, j] = X[b, t, d] if on else 0.0
+    has_state0 = state0.shape[0] > 0
+    for layer in range(n_layers):
+        for j in range(n):
+            b = rows[j]
+            for k in range(n_rec):
+                rs[0, layer, k, j] = state0[b, layer, k] if has_state0 else 0.0
+            for k in range(H):
+                cs[0, layer, k, j] = state0[b, layer, n_rec + k] if has_state0 else 0.0
+
+
+@njit(**_JIT)
 def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state0,
-                     seq_index, cell, hidden_size, block_size, loss_kind, t_max,
-                     grads, losses):
-    """Accumulate one chunk's sequences into ``grads[chunk]`` and ``losses[chunk]``."""
+                     seq_index, cell, hidden_size, block_size, loss_kind, grads,
+                     losses):
+    """Forward and BPTT of one chunk into ``grads[chunk]`` and ``losses[chunk]``."""
     n_layers, n_units, n_rec = _network_sizes(layout, cell, hidden_size, block_size)
     H = hidden_size
     n_out = Y.shape[2]
-    has_state0 = state0.shape[0] > 0
-    acts = np.empty((t_max, n_layers, n_units), dtype=params.dtype)
-    cs = np.empty((t_max + 1, n_layers, H), dtype=params.dtype)
-    rs = np.empty((t_max + 1, n_layers, n_rec), dtype=params.dtype)
-    n_scratch = (n_layers * (n_rec + H) + n_units + max(X.shape[2], H) + n_rec
-                 + 2 * n_out + H)
-    scratch = np.empty(n_scratch, dtype=params.dtype)
-    no_state = np.zeros((n_layers, n_rec + H), dtype=params.dtype)
+    D = X.shape[2]
     start, stop = _chunk_bounds(seq_index.shape[0], n_chunks, chunk)
-    for i in range(start, stop):
-        b = seq_index[i]
-        s0 = state0[b] if has_state0 else no_state
-        losses[chunk] += _sequence_loss_grad(
-            params, layout, X[b], lengths[b], Y[b], mask[b], s0, has_state0, cell,
-            H, block_size, loss_kind, grads[chunk], acts, cs, rs, scratch)
+    rows = seq_index[start:stop]
+    n = rows.shape[0]
+    t_max = 0
+    for j in range(n):
+        t_max = max(t_max, lengths[rows[j]])
+    dt = params.dtype
+    xs = np.empty((t_max, D, n), dtype=dt)
+    active = np.empty((t_max, n), dtype=np.int8)
+    acts = np.empty((t_max, n_layers, n_units, n), dtype=dt)
+    cs = np.empty((t_max + 1, n_layers, H, n), dtype=dt)
+    rs = np.empty((t_max + 1, n_layers, n_rec, n), dtype=dt)
+    _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs, active, rs, cs)
+    for t in range(t_max):
+        for layer in range(n_layers):
+            x = xs[t] if layer == 0 else rs[t + 1, layer - 1, :H]
+            _layer_forward(params, layout, layer, cell, H, block_size, x,
+                           rs[t, layer], cs[t, layer], active[t], acts[t, layer],
+                           cs[t + 1, layer], rs[t + 1, layer])
+    target = np.empty((n_out, n), dtype=dt)
+    weight = np.empty(n, dtype=dt)
+    logits = np.empty((n_out, n), dtype=dt)
+    dh = np.empty((H, n), dtype=dt)
+    dr = np.zeros((n_layers, n_rec, n), dtype=dt)
+    dc = np.zeros((n_layers, H, n), dtype=dt)
+    dz = np.empty((n_units, n), dtype=dt)
+    dx = np.empty((max(D, H), n), dtype=dt)
+    dr_prev = np.empty((n_rec, n), dtype=dt)
+    grad = grads[chunk]
+    loss = 0.0
+    top = n_layers - 1
+    for t in range(t_max - 1, -1, -1):
+        any_target = False
+        for j in range(n):
+            b = rows[j]
+            w = mask[b, t] if active[t, j] else 0.0
+            weight[j] = w
+            if w != 0.0:
+                any_target = True
+            for k in range(n_out):
+                target[k, j] = Y[b, t, k]
+        if any_target:
+            loss += _head_loss_grad(params, layout, loss_kind, rs[t + 1, top, :H],
+                                    target, weight, logits, grad, dh)
+            dr[top, :H] += dh
+        for layer in range(top, -1, -1):
+            x = xs[t] if layer == 0 else rs[t + 1, layer - 1, :H]
+            din = x.shape[0]
+            _layer_backward(params, layout, layer, cell, H, block_size, x,
+                            rs[t, layer], cs[t, layer], acts[t, layer],
+                            cs[t + 1, layer], active[t], dr[layer], dc[layer], grad,
+                            dz, dx[:din], dr_prev)
+            dr[layer] = dr_prev
+            if layer > 0:
+                dr[layer - 1, :H] += dx[:H]
+    losses[chunk] = loss
 
 
 @njit(parallel=True, **_JIT)
 def _loss_grad_parallel(n_chunks, params, layout, X, lengths, Y, mask, state0,
-                        seq_index, cell, hidden_size, block_size, loss_kind, t_max,
-                        grads, losses):
+                        seq_index, cell, hidden_size, block_size, loss_kind, grads,
+                        losses):
     for chunk in prange(n_chunks):
         _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state0,
-                         seq_index, cell, hidden_size, block_size, loss_kind, t_max,
-                         grads, losses)
+                         seq_index, cell, hidden_size, block_size, loss_kind, grads,
+                         losses)
 
 
 @njit(**_JIT)
@@ -397,33 +521,30 @@ def loss_grad(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
     """
     n_seq = seq_index.shape[0]
     n_params = params.shape[0]
-    t_max = 0
     n_steps = 0
     weight_total = 0.0
     for i in range(n_seq):
         b = seq_index[i]
-        t_max = max(t_max, lengths[b])
         n_steps += lengths[b]
         for t in range(lengths[b]):
             weight_total += mask[b, t]
-    n_chunks = max(1, min(n_seq, _N_CHUNKS))
+    n_chunks = _n_chunks(n_seq)
     grads = np.zeros((n_chunks, n_params), dtype=params.dtype)
     losses = np.zeros(n_chunks)
     if n_chunks > 1 and n_steps * n_params >= _PARALLEL_MIN_WORK:
         _loss_grad_parallel(n_chunks, params, layout, X, lengths, Y, mask, state0,
                             seq_index, cell, hidden_size, block_size, loss_kind,
-                            t_max, grads, losses)
+                            grads, losses)
     else:
         for chunk in range(n_chunks):
             _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask,
                              state0, seq_index, cell, hidden_size, block_size,
-                             loss_kind, t_max, grads, losses)
+                             loss_kind, grads, losses)
     grad = np.zeros(n_params, dtype=params.dtype)
     loss = 0.0
     for chunk in range(n_chunks):
         loss += losses[chunk]
-        for p in range(n_params):
-            grad[p] += grads[chunk, p]
+        grad += grads[chunk]
     if weight_total > 0.0:
         scale = 1.0 / weight_total
         loss *= scale
@@ -433,53 +554,54 @@ def loss_grad(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
 
 
 @njit(**_JIT)
-def _sequence_forward(params, layout, X, length, state0, has_state0, cell,
-                      hidden_size, block_size, loss_kind, last_only, out, state_out,
-                      act, r_buf, c_buf):
-    """Forward one sequence without caching history: O(weights) memory in T."""
-    n_layers = layout.shape[0] - 1
-    H = hidden_size
-    n_rec = r_buf.shape[2]
-    for layer in range(n_layers):
-        for k in range(n_rec):
-            r_buf[0, layer, k] = state0[layer, k] if has_state0 else 0.0
-        for k in range(H):
-            c_buf[0, layer, k] = state0[layer, n_rec + k] if has_state0 else 0.0
-    cur = 0
-    for t in range(length):
-        nxt = 1 - cur
-        for layer in range(n_layers):
-            x = X[t] if layer == 0 else r_buf[nxt, layer - 1, :H]
-            _layer_forward_step(params, layout, layer, cell, H, block_size, x,
-                                r_buf[cur, layer], c_buf[cur, layer], act,
-                                c_buf[nxt, layer], r_buf[nxt, layer])
-        if not last_only:
-            _head_forward(params, layout, loss_kind, r_buf[nxt, n_layers - 1, :H],
-                          out[t])
-        cur = nxt
-    if last_only:
-        _head_forward(params, layout, loss_kind, r_buf[cur, n_layers - 1, :H], out[0])
-    for layer in range(n_layers):
-        for k in range(n_rec):
-            state_out[layer, k] = r_buf[cur, layer, k]
-        for k in range(H):
-            state_out[layer, n_rec + k] = c_buf[cur, layer, k]
-
-
-@njit(**_JIT)
 def _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, cell,
                    hidden_size, block_size, loss_kind, last_only, out, state):
+    """Forward one chunk keeping two time slices only: O(weights) memory in T."""
     n_layers, n_units, n_rec = _network_sizes(layout, cell, hidden_size, block_size)
-    has_state0 = state0.shape[0] > 0
-    act = np.empty(n_units, dtype=params.dtype)
-    r_buf = np.empty((2, n_layers, n_rec), dtype=params.dtype)
-    c_buf = np.empty((2, n_layers, hidden_size), dtype=params.dtype)
+    H = hidden_size
+    n_out = out.shape[2]
     start, stop = _chunk_bounds(X.shape[0], n_chunks, chunk)
-    for b in range(start, stop):
-        s0 = state0[b] if has_state0 else state[b]
-        _sequence_forward(params, layout, X[b], lengths[b], s0, has_state0, cell,
-                          hidden_size, block_size, loss_kind, last_only, out[b],
-                          state[b], act, r_buf, c_buf)
+    rows = np.arange(start, stop)
+    n = rows.shape[0]
+    t_max = 0
+    for j in range(n):
+        t_max = max(t_max, lengths[rows[j]])
+    dt = params.dtype
+    xs = np.empty((t_max, X.shape[2], n), dtype=dt)
+    active = np.empty((t_max, n), dtype=np.int8)
+    act = np.empty((n_units, n), dtype=dt)
+    rs = np.empty((2, n_layers, n_rec, n), dtype=dt)
+    cs = np.empty((2, n_layers, H, n), dtype=dt)
+    logits = np.empty((n_out, n), dtype=dt)
+    _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs, active, rs, cs)
+    cur = 0
+    for t in range(t_max):
+        nxt = 1 - cur
+        for layer in range(n_layers):
+            x = xs[t] if layer == 0 else rs[nxt, layer - 1, :H]
+            _layer_forward(params, layout, layer, cell, H, block_size, x,
+                           rs[cur, layer], cs[cur, layer], active[t], act,
+                           cs[nxt, layer], rs[nxt, layer])
+        if not last_only:
+            _head(params, layout, rs[nxt, n_layers - 1, :H], logits)
+            _activate(loss_kind, logits)
+            for j in range(n):
+                if active[t, j]:
+                    for k in range(n_out):
+                        out[rows[j], t, k] = logits[k, j]
+        cur = nxt
+    if last_only:
+        _head(params, layout, rs[cur, n_layers - 1, :H], logits)
+        _activate(loss_kind, logits)
+        for j in range(n):
+            for k in range(n_out):
+                out[rows[j], 0, k] = logits[k, j]
+    for j in range(n):
+        for layer in range(n_layers):
+            for k in range(n_rec):
+                state[rows[j], layer, k] = rs[cur, layer, k, j]
+            for k in range(H):
+                state[rows[j], layer, n_rec + k] = cs[cur, layer, k, j]
 
 
 @njit(parallel=True, **_JIT)
@@ -495,8 +617,8 @@ def forward(params, layout, X, lengths, state0, cell, hidden_size, block_size,
             loss_kind, last_only):
     """Network outputs (after the head activation) and final states.
 
-    Memory is O(weights) per sequence besides the returned arrays, whatever the
-    sequence length.
+    Memory is O(weights) per sequence besides the inputs and the returned arrays,
+    whatever the sequence length.
 
     Returns
     -------
@@ -512,7 +634,7 @@ def forward(params, layout, X, lengths, state0, cell, hidden_size, block_size,
     t_out = 1 if last_only else X.shape[1]
     out = np.zeros((n_seq, t_out, n_out), dtype=params.dtype)
     state = np.empty((n_seq, n_layers, n_rec + hidden_size), dtype=params.dtype)
-    n_chunks = max(1, min(n_seq, _N_CHUNKS))
+    n_chunks = _n_chunks(n_seq)
     n_steps = 0
     for b in range(n_seq):
         n_steps += lengths[b]

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from . import config
-from ._batched import _head_loss_grad, _layer_forward
+from ._kernels import _head_loss_grad, _layer_forward
 from ._training import apply_update
 
 _JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True}

@@ -1,7 +1,8 @@
 """Tunables of lstmforecast, in one place.
 
 Values read by host code are read at call time, so tests may patch them. Values used
-inside jitted bodies (``LSTMF_FASTMATH``, ``LSTMF_CACHE``, ``LSTMF_N_CHUNKS``) are
+inside jitted bodies (``LSTMF_FASTMATH``, ``LSTMF_CACHE``, ``LSTMF_LANES``,
+``LSTMF_PARALLEL_CHUNKS``) are
 frozen when a kernel is first compiled (or loaded from Numba's cache); change them
 before the first fit of a process, or clear the cache.
 """
@@ -28,20 +29,25 @@ def _env_flag(name, default):
 _DEFAULTS = {
     # Numba's on-disk cache of compiled kernels: compile once per machine.
     "LSTMF_CACHE": _env_flag("LSTMF_CACHE", True),
-    # Fast-math flags that keep NaN/inf checks working (no "nnan"/"ninf") and
-    # exact library functions (no "afn"); "reassoc" lets dot products vectorise.
-    "LSTMF_FASTMATH": {"nsz", "arcp", "contract", "reassoc"},
-    # Fixed number of gradient chunks: sequences are split into this many groups
-    # whatever the thread count, and the chunk sums are reduced in a fixed order, so
-    # results are bitwise identical for 1 or many threads.
-    "LSTMF_N_CHUNKS": 32,
+    # Fast-math flags. Off: with "reassoc"/"contract" a kernel compiled fresh and
+    # the same kernel loaded from Numba's cache gave results differing in the last
+    # bits (parallel path), which breaks bitwise reproducibility between a first and
+    # a later run. Never add "nnan"/"ninf": the divergence checks need NaN and inf.
+    "LSTMF_FASTMATH": set(),
+    # Sequences stepped together (vector lanes) in a chunk, at least.
+    "LSTMF_LANES": 16,
+    # Batches are split into about this many chunks (run in parallel). The split
+    # never depends on the thread count and chunk sums are reduced in a fixed order,
+    # so results are bitwise identical for 1 or many threads.
+    "LSTMF_PARALLEL_CHUNKS": max(1, os.cpu_count() or 1),
     # CUDA threads per block for the GPU kernels.
     "LSTMF_THREADS_PER_BLOCK": 128,
 }
 
 LSTMF_CACHE = _DEFAULTS["LSTMF_CACHE"]
 LSTMF_FASTMATH = set(_DEFAULTS["LSTMF_FASTMATH"])
-LSTMF_N_CHUNKS = _DEFAULTS["LSTMF_N_CHUNKS"]
+LSTMF_LANES = _DEFAULTS["LSTMF_LANES"]
+LSTMF_PARALLEL_CHUNKS = _DEFAULTS["LSTMF_PARALLEL_CHUNKS"]
 LSTMF_THREADS_PER_BLOCK = _DEFAULTS["LSTMF_THREADS_PER_BLOCK"]
 
 

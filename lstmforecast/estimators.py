@@ -40,8 +40,8 @@ _SHARED_DOC = """
         differ only when a sequence has several targets.
     optimizer : {"adam", "sgd"}, default="adam"
     learning_rate : float, default=1e-3
-    momentum : float, default=0.9
-        SGD momentum (``optimizer="sgd"``).
+    momentum : float, default=0.0
+        SGD momentum (``optimizer="sgd"``); 0 is plain SGD, as in PyTorch.
     nesterov : bool, default=False
         Nesterov momentum (``optimizer="sgd"``).
     beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
@@ -107,6 +107,10 @@ _SHARED_ATTRIBUTES = """
         Output units.
     loss_curve_ : list of float
         Mean training loss of each epoch.
+    last_batch_losses_ : ndarray
+        The loss of each mini-batch of the last epoch, in training order, computed
+        before that batch's update (with ``batch_size=1``: each sequence's error as
+        it was processed, what the paper's stopping rules look at).
     validation_scores_ : list of float or None
         Validation score of each epoch (``early_stopping=True``).
     best_validation_score_ : float or None

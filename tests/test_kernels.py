@@ -5,7 +5,7 @@
   nonzero initial states and mini-batches given by ``seq_index``.
 * The kernel's gradient agrees with central finite differences of its own loss.
 * The float32 kernels agree with the float64 ones.
-* Chunking: more sequences than ``LSTMF_N_CHUNKS`` still give the reference result,
+* Chunking: several chunks of ``LSTMF_LANES`` sequences still give the reference result,
   on both the serial and the parallel branch; results are bitwise reproducible,
   also across thread counts (in fresh interpreters).
 * ``train_batches``: one SGD step with L2, frozen parameters and clipping, and the
@@ -377,7 +377,7 @@ MANY_CASES = {
 def test_many_sequences_match_naive(case):
     cell, H, S, t_range, input_size, branch = MANY_CASES[case]
     n_seq = 70
-    assert n_seq > config.LSTMF_N_CHUNKS
+    assert n_seq > 2 * config.LSTMF_LANES
     prob = _many_sequences(51, cell, H, S, n_seq, t_range, input_size=input_size)
     work = prob.n_steps() * prob.params.size
     if branch == "parallel":
