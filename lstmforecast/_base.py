@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _kernels, _layout
+from . import _device, _kernels, _layout
 from ._data import check_mask, check_sequences, pad_targets, step_targets
 from ._optimizers import OPTIMIZER_CODES, make_hyper
 from ._training import train_batches
@@ -26,11 +26,17 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 _SECONDS_PER_CALL = 0.25
 
 
-def _check_device(device):
-    # "auto" picks a GPU when one can be used; there is no GPU path yet.
-    if device == "cuda":
-        raise ValueError("device='cuda' is not available yet; use device='cpu' (or "
-                         "'auto', which falls back to the CPU)")
+# --- device selection (GPU path: lstmforecast/gpu_lstm.py, via _device) ----------
+def _check_device(device, gradient):
+    """Where a fit runs, ``"cpu"`` or ``"cuda"``; raises when ``device="cuda"``
+    cannot be used. Checked when fitting only: a model fitted on a GPU loads,
+    pickles and predicts on any machine."""
+    if device == "cuda" and gradient == "truncated":
+        raise ValueError("gradient='truncated' has no GPU kernel; use device='cpu' "
+                         "(or device='auto', which runs it on the CPU)")
+    resolved = _device.resolve_device(device)
+    return "cpu" if gradient == "truncated" else resolved
+# --- end device selection ---------------------------------------------------------
 
 
 class BaseLSTM(BaseEstimator):
@@ -45,6 +51,7 @@ class BaseLSTM(BaseEstimator):
         "update": [StrOptions({"sequence", "step"})],
         "input_gate_bias": [None, "array-like", numbers.Real],
         "output_gate_bias": [None, "array-like", numbers.Real],
+        "forget_gate_bias": [None, numbers.Real],
         "hidden_bias": [StrOptions({"all", "gates", "none"})],
         "output_bias": ["boolean"],
         "optimizer": [StrOptions(set(OPTIMIZER_CODES))],
@@ -80,7 +87,8 @@ class BaseLSTM(BaseEstimator):
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  tol=1e-4, clip_norm=None, alpha=0.0, output="last",
                  output_activation="auto", init_scale=None, input_gate_bias=None,
-                 output_gate_bias=None, hidden_bias="all", output_bias=True,
+                 output_gate_bias=None, forget_gate_bias=None, hidden_bias="all",
+                 output_bias=True,
                  dtype="float32",
                  device="cpu", random_state=None, verbose=0, warm_start=False):
         self.hidden_size = hidden_size
@@ -110,6 +118,7 @@ class BaseLSTM(BaseEstimator):
         self.init_scale = init_scale
         self.input_gate_bias = input_gate_bias
         self.output_gate_bias = output_gate_bias
+        self.forget_gate_bias = forget_gate_bias
         self.hidden_bias = hidden_bias
         self.output_bias = output_bias
         self.dtype = dtype
@@ -121,13 +130,15 @@ class BaseLSTM(BaseEstimator):
     # ----------------------------------------------------------------- checks
     def _check_hyper_parameters(self):
         self._validate_params()
-        _check_device(self.device)
         if self.cell == "lstm1997" and self.hidden_size % self.block_size:
             raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of "
                              f"block_size={self.block_size} for cell='lstm1997'")
         if self.cell == "lstm" and self.block_size != 1:
             raise ValueError("block_size applies to cell='lstm1997' only; "
                              "cell='lstm' needs block_size=1")
+        if self.cell == "lstm1997" and self.forget_gate_bias is not None:
+            raise ValueError("forget_gate_bias applies to cell='lstm' only: the 1997 "
+                             "cell has no forget gate")
         if self.cell == "lstm":
             for name in ("input_gate_bias", "output_gate_bias"):
                 if getattr(self, name) is not None:
@@ -230,6 +241,10 @@ class BaseLSTM(BaseEstimator):
                 blocks[name][frozen] = 0.0
                 trainable[name][frozen] = 0.0
             bias = blocks[bias_names[0]]
+            if self.cell == "lstm" and self.forget_gate_bias is not None:
+                # the whole initial forget bias in bias_ih; bias_hh's part is 0
+                bias[H:2 * H] = self.forget_gate_bias
+                blocks[bias_names[1]][H:2 * H] = 0.0
             if in_bias is not None:
                 bias[H:H + n_blocks] = in_bias
             if out_bias is not None:
@@ -344,6 +359,7 @@ class BaseLSTM(BaseEstimator):
 
     def _fit(self, X, y, mask, incremental):
         self._check_hyper_parameters()
+        _check_device(self.device, self.gradient)  # device selection
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
                              "target y is None")
@@ -408,6 +424,15 @@ class BaseLSTM(BaseEstimator):
         batch_size = min(self.batch_size, n_train)
         n_batches = -(-n_train // batch_size)
         best_params = self.params_.copy()
+        # --- device dispatch: on the GPU, data, weights and optimizer state stay on
+        # the device; each call copies params_ and the optimizer state back in place.
+        gpu = None
+        if _check_device(self.device, self.gradient) == "cuda":
+            gpu = _device.gpu_backend().GpuTrainer(
+                self.params_, self._layout, seqs.X, seqs.lengths, Y, M, no_state,
+                cell, hidden, block, loss_kind, opt_kind, self._opt_state,
+                self._opt_step, hyper, self._l2_mask, self._train_mask)
+        # --- end device dispatch
         batches_per_call = 1
         stopped = False
         try:
@@ -427,6 +452,8 @@ class BaseLSTM(BaseEstimator):
                             order, batch_size, done, count, hidden, block, loss_kind,
                             self.update == "step", opt_kind, self._opt_state,
                             self._opt_step, hyper, self._l2_mask, self._train_mask)
+                    elif gpu is not None:  # device dispatch
+                        losses, sizes, failed = gpu.run(order, batch_size, done, count)
                     else:
                         losses, sizes, failed = train_batches(
                             self.params_, self._layout, seqs.X, seqs.lengths, Y, M,
@@ -509,11 +536,20 @@ class BaseLSTM(BaseEstimator):
         """Validate X and run the network: ``(seqs, out)`` with out (N, T|1, K)."""
         check_is_fitted(self, "params_")
         seqs = check_sequences(self, X, self.params_.dtype.type, reset=False)
-        cell, hidden, block, loss_kind = self._network_args()
-        out, _ = _kernels.forward(self.params_, self._layout, seqs.X, seqs.lengths,
-                                  self._no_state(), cell, hidden, block, loss_kind,
-                                  self._net["output"] == "last")
+        out = self._run_forward(seqs.X, seqs.lengths, self._net["output"] == "last")
         return seqs, out.astype(np.float64)
+
+    def _run_forward(self, X, lengths, last_only):
+        """Outputs ``(N, T|1, K)`` of the fitted network, on ``self.device``
+        (the CPU where ``device="cuda"`` has no GPU: a GPU-fitted model predicts
+        anywhere)."""
+        cell, hidden, block, loss_kind = self._network_args()
+        forward = _kernels.forward
+        if _device.resolve_device(self.device, fallback=True) == "cuda":
+            forward = _device.gpu_backend().gpu_forward  # device dispatch
+        out, _ = forward(self.params_, self._layout, X, lengths, self._no_state(),
+                         cell, hidden, block, loss_kind, last_only)
+        return out
 
     def _per_sequence(self, seqs, out):
         """Split ``out`` into what the caller expects: an array or a list."""

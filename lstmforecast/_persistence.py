@@ -64,6 +64,18 @@ optimizer state are finite. Any problem raises ``ValueError`` naming it; a path 
 does not exist raises ``FileNotFoundError`` (as :func:`open` does); a directory
 raises ``ValueError``.
 
+LSTMForecaster
+--------------
+:class:`ForecasterCodec` stores the forecaster's ``regressor_`` as a nested
+``LSTMRegressor`` (arrays ``"regressor_.*"``), the float64 arrays ``y_center_``,
+``y_scale_``, ``calibration_residuals_``, ``_y_buf`` (and ``x_center_``,
+``x_scale_``, ``_x_buf`` with covariates), and in ``fitted`` the counts, the column
+names (None, str, int or float), the kind of ``y`` and the index: its type, the
+frequency as a pandas alias (``"MS"``, ``"Y-DEC"``), the last label (an ISO time
+stamp with its time zone and unit, a period ordinal, or an integer). On load the
+shapes are checked against the hyper-parameters and the regressor's network, and
+values for finiteness and positivity.
+
 Adding an estimator class
 -------------------------
 Write a :class:`Codec` subclass (``name``, ``module``, :meth:`Codec.attributes`,
@@ -608,6 +620,305 @@ class ClassifierCodec(LSTMCodec):
         est.classes_ = classes
 
 
+# ------------------------------------------------------------- the forecaster
+_LABEL_TYPES = (str, int, float)
+
+
+def _label_to_json(value, what):
+    """A column / Series name as a JSON value (None, str, int or finite float)."""
+    value = _plain(value)
+    if value is None or (type(value) in _LABEL_TYPES and not isinstance(value, bool)
+                         and (not isinstance(value, float) or np.isfinite(value))):
+        return value
+    raise ValueError(f"cannot save: {what} {value!r} ({type(value).__name__}) cannot "
+                     "be stored; names must be None, str, int or a finite float")
+
+
+def _labels_from_json(value, where, length=None, allow_none=True):
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, list) and all(
+        v is None or type(v) is str or _is_int(v)
+        or (type(v) is float and np.isfinite(v)) for v in value)
+    _require(ok, f"{where} must be a list of names (null, str, int or float)")
+    _require(length is None or len(value) == length,
+             f"{where} must list {length} name(s), got {len(value)}")
+    return list(value)
+
+
+def _index_to_json(info, cutoff):
+    """``fitted["index"]``: how to continue the fitted index, in JSON."""
+    import pandas as pd
+
+    if info is None:
+        return {"type": "array", "cutoff": int(cutoff)}
+    kind, freq = info["type"], info["freq"]
+    if kind == "range":
+        return {"type": "range", "step": int(freq), "cutoff": int(cutoff)}
+    if kind == "datetime":
+        stamp = pd.Timestamp(cutoff)
+        entry = {"type": "datetime", "freq": freq.freqstr,
+                 "cutoff": (stamp.tz_convert("UTC").tz_localize(None).isoformat()
+                            if stamp.tz is not None else stamp.isoformat()),
+                 "tz": None if stamp.tz is None else str(stamp.tz),
+                 "unit": stamp.unit}
+    elif kind == "period":
+        entry = {"type": "period", "freq": cutoff.freqstr,
+                 "cutoff": int(cutoff.ordinal)}
+    else:  # pragma: no cover - _index_info knows no other type
+        raise ValueError(f"cannot save an index of type {kind!r}")
+    restored, restored_cutoff = _index_from_json(entry)
+    if not (restored["freq"] == freq and restored_cutoff == cutoff
+            and type(restored_cutoff) is type(cutoff)):
+        raise ValueError(f"cannot save: the forecast index (frequency {freq!r}, last "
+                         f"label {cutoff!r}) does not survive a round trip through "
+                         "its text form")
+    return entry
+
+
+def _index_from_json(entry):
+    """``(index info or None, cutoff)`` from ``fitted["index"]``."""
+    import pandas as pd
+
+    where = "fitted['index']"
+    _require(isinstance(entry, dict) and "type" in entry,
+             f"{where} must be an object with a 'type'")
+    kind = _one_of(entry, "type", where, ("array", "range", "datetime", "period"))
+    if kind == "array":
+        _check_keys(entry, ("type", "cutoff"), where)
+        return None, _int(entry, "cutoff", where, 0)
+    if kind == "range":
+        _check_keys(entry, ("type", "step", "cutoff"), where)
+        step = _int(entry, "step", where, 1)
+        return {"type": "range", "freq": step}, _int(entry, "cutoff", where)
+    if kind == "datetime":
+        _check_keys(entry, ("type", "freq", "cutoff", "tz", "unit"), where)
+        for key in ("freq", "cutoff"):
+            _require(isinstance(entry[key], str) and len(entry[key]) <= 64,
+                     f"{where}[{key!r}] must be a short string")
+        _require(entry["tz"] is None or (isinstance(entry["tz"], str)
+                                         and len(entry["tz"]) <= 64),
+                 f"{where}['tz'] must be null or a time-zone name")
+        unit = _one_of(entry, "unit", where, ("s", "ms", "us", "ns"))
+        try:
+            freq = pd.tseries.frequencies.to_offset(entry["freq"])
+            stamp = pd.Timestamp(entry["cutoff"])
+            _require(stamp.tz is None, f"{where}['cutoff'] must be a naive time")
+            if entry["tz"] is not None:
+                stamp = stamp.tz_localize("UTC").tz_convert(entry["tz"])
+            stamp = stamp.as_unit(unit)
+        except ModelFileError:
+            raise
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise ModelFileError(f"{where} is not a valid frequency and time "
+                                 f"({exc})") from None
+        _require(freq is not None and stamp is not pd.NaT,
+                 f"{where} must hold a frequency and a time")
+        return {"type": "datetime", "freq": freq}, stamp
+    _check_keys(entry, ("type", "freq", "cutoff"), where)
+    _require(isinstance(entry["freq"], str) and len(entry["freq"]) <= 64,
+             f"{where}['freq'] must be a short string")
+    ordinal = _int(entry, "cutoff", where)
+    try:
+        period = pd.Period(ordinal=ordinal, freq=entry["freq"])
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise ModelFileError(f"{where} is not a valid period ({exc})") from None
+    return {"type": "period", "freq": period.freq}, period
+
+
+class ForecasterCodec(Codec):
+    """:class:`~lstmforecast.LSTMForecaster`: the regressor (nested) and the state
+    around it.
+
+    Arrays (float64): ``y_center_``, ``y_scale_`` (``(n_targets,)``),
+    ``x_center_``, ``x_scale_`` (``(n_covariates,)``, only with covariates),
+    ``calibration_residuals_`` (``(n_calibration, horizon, n_targets)``),
+    ``_y_buf`` / ``_x_buf`` (the last ``min(n_obs, difference + window + horizon)``
+    observations and covariates) and the regressor's arrays (``regressor_.*``).
+    ``fitted`` holds the regressor's entry, the counts, the names, the input kind
+    (``_y_meta``) and the index (``{"type": "datetime", "freq": "MS", "cutoff":
+    "1960-12-01T00:00:00", "tz": null, "unit": "ns"}``, a period's ordinal and
+    frequency, a range's step and last label, or an array's last position).
+    """
+
+    name = "LSTMForecaster"
+    module = "lstmforecast.forecaster"
+    _FITTED_KEYS = ("regressor_", "n_targets_", "n_covariates_", "target_names_",
+                    "covariate_names_", "n_train_windows_", "n_calibration_",
+                    "n_obs_", "_y_meta", "index")
+    _STATE = ("calibration_residuals_", "n_targets_", "n_covariates_",
+              "target_names_", "covariate_names_", "n_train_windows_",
+              "n_calibration_", "n_obs_", "_y_meta", "_index", "freq_", "cutoff_",
+              "_y_buf", "_x_buf", "y_center_", "y_scale_", "x_center_", "x_scale_")
+
+    def attributes(self):
+        return {"regressor_", *self._STATE}
+
+    def check_fitted(self, est):
+        check_is_fitted(est, "regressor_")
+
+    # -- save
+    def dump(self, est):
+        entry, arrays = dump_nested(est.regressor_, "regressor_")
+        meta = est._y_meta
+        columns = meta["columns"]
+        if columns is not None:
+            columns = [_label_to_json(c, "target name") for c in columns]
+        names = est.covariate_names_
+        if names is not None:
+            names = [_label_to_json(c, "covariate name") for c in names]
+        fitted = {
+            "regressor_": entry,
+            "n_targets_": int(est.n_targets_),
+            "n_covariates_": int(est.n_covariates_),
+            "target_names_": columns,
+            "covariate_names_": names,
+            "n_train_windows_": int(est.n_train_windows_),
+            "n_calibration_": int(est.n_calibration_),
+            "n_obs_": int(est.n_obs_),
+            "_y_meta": {"kind": meta["kind"], "ndim": int(meta["ndim"])},
+            "index": _index_to_json(est._index, est.cutoff_),
+        }
+        arrays.update({
+            "y_center_": np.asarray(est.y_center_, dtype=np.float64),
+            "y_scale_": np.asarray(est.y_scale_, dtype=np.float64),
+            "calibration_residuals_": np.asarray(est.calibration_residuals_,
+                                                 dtype=np.float64),
+            "_y_buf": np.asarray(est._y_buf, dtype=np.float64),
+        })
+        if est.n_covariates_:
+            arrays.update({
+                "x_center_": np.asarray(est.x_center_, dtype=np.float64),
+                "x_scale_": np.asarray(est.x_scale_, dtype=np.float64),
+                "_x_buf": np.asarray(est._x_buf, dtype=np.float64),
+            })
+        return fitted, arrays
+
+    # -- load
+    def expected_arrays(self, cls, fitted, manifest):
+        where = "fitted"
+        _check_keys(fitted, self._FITTED_KEYS, where)
+        _require(isinstance(fitted["regressor_"], dict)
+                 and fitted["regressor_"].get("estimator") == "LSTMRegressor",
+                 "fitted['regressor_'] must hold an LSTMRegressor")
+        expected = expected_nested(fitted["regressor_"], manifest, "regressor_")
+        k = _int(fitted, "n_targets_", where, 1)
+        p = _int(fitted, "n_covariates_", where, 0)
+        n_cal = _int(fitted, "n_calibration_", where, 0)
+        _int(fitted, "n_obs_", where, 1)
+        rows, horizon = self._free_dims(manifest)
+        f64 = np.dtype(np.float64)
+        expected.update({
+            "y_center_": (f64, (k,)), "y_scale_": (f64, (k,)),
+            "calibration_residuals_": (f64, (n_cal, horizon, k)),
+            "_y_buf": (f64, (rows, k)),
+        })
+        if p:
+            expected.update({"x_center_": (f64, (p,)), "x_scale_": (f64, (p,)),
+                             "_x_buf": (f64, (rows, p))})
+        return expected
+
+    @staticmethod
+    def _free_dims(manifest):
+        """Rows of the buffers and steps of the residuals, from the manifest (checked
+        against the hyper-parameters in :meth:`restore`)."""
+        dims = []
+        for name, axis in (("_y_buf", 0), ("calibration_residuals_", 1)):
+            entry = manifest.get(name) if isinstance(manifest, dict) else None
+            shape = entry.get("shape") if isinstance(entry, dict) else None
+            _require(isinstance(shape, list) and len(shape) > axis
+                     and _is_int(shape[axis]) and shape[axis] >= 1,
+                     f"arrays[{name!r}] must give a shape")
+            dims.append(shape[axis])
+        return dims
+
+    def restore(self, est, fitted, arrays):
+        where = "fitted"
+        regressor = restore_nested(fitted["regressor_"], arrays, "regressor_")
+        k, p = fitted["n_targets_"], fitted["n_covariates_"]
+        n_cal, n_obs = fitted["n_calibration_"], fitted["n_obs_"]
+        n_windows = _int(fitted, "n_train_windows_", where, 1)
+        steps = est.horizon if est.strategy == "direct" else 1
+        _require(regressor._net["output"] == "last",
+                 "regressor_: a forecaster's network has output 'last'")
+        _require(regressor.n_outputs_ == k * steps,
+                 f"regressor_: {regressor.n_outputs_} outputs, the forecaster needs "
+                 f"{k * steps} ({k} target(s) x {steps} step(s))")
+        _require(regressor.input_size_ == k + p and not regressor._table_input,
+                 f"regressor_: input size {regressor.input_size_}, the forecaster "
+                 f"needs {k + p} ({k} target(s) + {p} covariate(s))")
+        size = est.calibration_size
+        if size == 0:
+            _require(n_cal == 0, "fitted: calibration_size=0 but n_calibration_ "
+                                 f"is {n_cal}")
+        elif isinstance(size, numbers.Integral):
+            _require(n_cal == size, f"fitted: n_calibration_ ({n_cal}) differs from "
+                                    f"calibration_size ({size})")
+        else:
+            _require(n_cal >= 1, "fitted: n_calibration_ must be >= 1")
+        meta = fitted["_y_meta"]
+        _check_keys(meta, ("kind", "ndim"), "fitted['_y_meta']")
+        kind = _one_of(meta, "kind", "fitted['_y_meta']", ("series", "frame", "array"))
+        ndim = _int(meta, "ndim", "fitted['_y_meta']", 1)
+        _require(ndim in (1, 2), "fitted['_y_meta']['ndim'] must be 1 or 2")
+        _require(kind != "series" or (ndim == 1 and k == 1),
+                 "fitted: a Series target has ndim 1 and one target")
+        _require(kind != "frame" or ndim == 2, "fitted: a DataFrame target has ndim 2")
+        _require(kind != "array" or ndim == 2 or k == 1,
+                 "fitted: a 1-D array target has one target")
+        columns = _labels_from_json(fitted["target_names_"],
+                                    "fitted['target_names_']", k,
+                                    allow_none=(kind == "array"))
+        _require(kind != "array" or columns is None,
+                 "fitted: an array target has no names")
+        names = _labels_from_json(fitted["covariate_names_"],
+                                  "fitted['covariate_names_']", p)
+        _require(names is None or p > 0, "fitted: covariate names without covariates")
+        info, cutoff = _index_from_json(fitted["index"])
+        _require((info is None) == (kind == "array"),
+                 "fitted['index'] does not match the target kind")
+        for name in ("y_center_", "y_scale_", "calibration_residuals_", "_y_buf",
+                     "x_center_", "x_scale_", "_x_buf"):
+            if name in arrays:
+                _require(np.all(np.isfinite(arrays[name])),
+                         f"{name} has non-finite values (NaN or inf)")
+        for name in ("y_scale_", "x_scale_"):
+            if name in arrays:
+                _require(np.all(arrays[name] > 0), f"{name} must be positive")
+        if est.log:
+            _require(np.all(arrays["_y_buf"] > 0),
+                     "_y_buf must be positive for a forecaster with log=True")
+        rows = min(n_obs, (est.difference or 0) + est.window + est.horizon)
+        _require(arrays["_y_buf"].shape[0] == rows,
+                 f"_y_buf has {arrays['_y_buf'].shape[0]} rows; difference, window, "
+                 f"horizon and n_obs_ need {rows}")
+        _require(arrays["calibration_residuals_"].shape[1] == est.horizon,
+                 f"calibration_residuals_ covers "
+                 f"{arrays['calibration_residuals_'].shape[1]} steps, horizon is "
+                 f"{est.horizon}")
+
+        est.regressor_ = regressor
+        est.calibration_residuals_ = arrays["calibration_residuals_"]
+        est.n_targets_ = k
+        est.n_covariates_ = p
+        est.target_names_ = columns
+        est.covariate_names_ = names
+        est.n_train_windows_ = n_windows
+        est.n_calibration_ = n_cal
+        est.n_obs_ = n_obs
+        est._y_meta = {"kind": kind, "ndim": ndim,
+                       "columns": None if columns is None else list(columns)}
+        est._index = info
+        est.freq_ = None if info is None else info["freq"]
+        est.cutoff_ = cutoff
+        est.y_center_ = arrays["y_center_"]
+        est.y_scale_ = arrays["y_scale_"]
+        est.x_center_ = arrays.get("x_center_")
+        est.x_scale_ = arrays.get("x_scale_")
+        est._y_buf = arrays["_y_buf"]
+        est._x_buf = arrays.get("_x_buf")
+
+
 _REGISTRY: dict[str, Codec] = {}
 
 
@@ -621,6 +932,7 @@ def register(codec):
 
 register(RegressorCodec())
 register(ClassifierCodec())
+register(ForecasterCodec())
 
 
 def allowed_estimators():

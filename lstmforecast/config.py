@@ -42,6 +42,9 @@ _DEFAULTS = {
     "LSTMF_PARALLEL_CHUNKS": max(1, os.cpu_count() or 1),
     # CUDA threads per block for the GPU kernels.
     "LSTMF_THREADS_PER_BLOCK": 128,
+    # GPU: a model's weights go to shared memory when they take at most this many
+    # bytes (48 KiB: what every CUDA GPU gives a block without opting in).
+    "LSTMF_GPU_SHARED_BYTES": 48 * 1024,
 }
 
 LSTMF_CACHE = _DEFAULTS["LSTMF_CACHE"]
@@ -49,6 +52,7 @@ LSTMF_FASTMATH = set(_DEFAULTS["LSTMF_FASTMATH"])
 LSTMF_LANES = _DEFAULTS["LSTMF_LANES"]
 LSTMF_PARALLEL_CHUNKS = _DEFAULTS["LSTMF_PARALLEL_CHUNKS"]
 LSTMF_THREADS_PER_BLOCK = _DEFAULTS["LSTMF_THREADS_PER_BLOCK"]
+LSTMF_GPU_SHARED_BYTES = _DEFAULTS["LSTMF_GPU_SHARED_BYTES"]
 
 
 def _reset(var=None):

@@ -10,7 +10,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from . import _kernels, _layout
+from . import _layout
 from ._base import BaseLSTM
 from ._data import check_mask, pad_targets, step_targets
 
@@ -75,6 +75,10 @@ _SHARED_DOC = """
         Initial input- / output-gate biases of ``cell="lstm1997"``, one value per
         memory block (e.g. ``[-3.0, -6.0]``, the paper's remedy for internal state
         drift and for the abuse problem); None keeps them random.
+    forget_gate_bias : float or None, default=None
+        Initial forget-gate bias of ``cell="lstm"`` (e.g. 1.0 as in Keras, or larger
+        for long time lags: the gate then starts open and gradients survive long
+        delays); None keeps PyTorch's random initialisation.
     hidden_bias : {"all", "gates", "none"}, default="all"
         Which recurrent units have (trainable) biases: all, only the gates
         (``cell="lstm1997"``), or none. Units without a bias have it fixed at 0.
@@ -82,7 +86,12 @@ _SHARED_DOC = """
         Whether the output units have a bias.
     dtype : {"float32", "float64"}, default="float32"
         Arithmetic precision of the weights and kernels.
-    device : {"cpu"}, default="cpu"
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where training and prediction run. ``"cuda"`` needs a CUDA GPU and the
+        ``gpu`` extra (numba-cuda); ``"auto"`` uses a GPU when
+        ``numba.cuda.is_available()``, else the CPU. A model fitted on a GPU predicts,
+        pickles and saves on a CPU-only machine. ``gradient="truncated"`` runs on the
+        CPU only.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation and shuffling. The global ``np.random`` state is
         never used.
@@ -221,10 +230,7 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
         return pred
 
     def _score_arrays(self, X, lengths, Y, M):
-        cell, hidden, block, loss_kind = self._network_args()
-        out, _ = _kernels.forward(self.params_, self._layout, X, lengths,
-                                  self._no_state(), cell, hidden, block, loss_kind,
-                                  False)
+        out = self._run_forward(X, lengths, False)
         sel = M > 0
         return r2_score(Y[sel].astype(np.float64), out[sel].astype(np.float64),
                         sample_weight=M[sel])
@@ -397,10 +403,7 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         return self.classes_[np.argmax(proba, axis=-1)]
 
     def _score_arrays(self, X, lengths, Y, M):
-        cell, hidden, block, loss_kind = self._network_args()
-        out, _ = _kernels.forward(self.params_, self._layout, X, lengths,
-                                  self._no_state(), cell, hidden, block, loss_kind,
-                                  False)
+        out = self._run_forward(X, lengths, False)
         sel = M > 0
         proba = self._proba_from_outputs(out.astype(np.float64))[sel]
         if self._single_output:

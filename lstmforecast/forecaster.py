@@ -751,6 +751,35 @@ device, random_state, verbose
         ranked = np.sort(np.abs(self.calibration_residuals_), axis=0)
         return ranked[rank - 1]
 
+    # ----------------------------------------------------------- persistence
+    def save(self, path):
+        """Save the fitted forecaster to ``path``; :func:`lstmforecast.load` reads it.
+
+        The same safe format as :meth:`LSTMRegressor.save
+        <lstmforecast.LSTMRegressor.save>`: an ``.npz`` archive of numeric arrays
+        (the network, the scaling, the calibration residuals, the recent
+        observations and covariates the next forecast starts from) and a JSON header
+        (hyper-parameters, counts, column names, the index frequency and last
+        label); no pickle. The loaded forecaster's :meth:`predict`,
+        :meth:`predict_interval` and :meth:`update` give exactly the results the
+        saved one would. ``path`` is used as given (no suffix added); the file is
+        replaced atomically. See :mod:`lstmforecast._persistence`.
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Raises
+        ------
+        NotFittedError
+            When the forecaster is not fitted.
+        ValueError
+            When something cannot be stored, e.g. a column name that is not None,
+            str, int or float (the message names it).
+        """
+        from ._persistence import save
+        save(self, path)
+
     # --------------------------------------------------------------- update
     def update(self, y_new, X_new=None, learn=False):
         """Append new observations and move the forecast origin, without refitting.

@@ -62,3 +62,31 @@ def test_readme_quick_start_has_exactly_two_commands():
     assert "pytest" in lines[1]
     ci = (REPO / ".ci" / "run").read_text()
     assert lines[1] in ci
+
+
+def test_readme_first_command_parses_as_a_forecast():
+    from lstmforecast.cli import build_parser
+
+    text = (REPO / "README.md").read_text()
+    section = re.search(r"^## Quick start\n(.*?)^## ", text, re.S | re.M).group(1)
+    first = re.search(r"```bash\n(.*?)\n", section).group(1)
+    command = first.split("&&")[-1].split()
+    assert command[:2] == ["lstmforecast", "forecast"]
+    args = build_parser().parse_args(command[1:])
+    assert (args.dataset, args.horizon) == ("airline", 12)
+
+
+def test_readme_documents_forecasting_datasets_and_accuracy():
+    text = (REPO / "README.md").read_text()
+    for heading in ("## Forecasting", "## Datasets", "## Forecast accuracy",
+                    "## Using the estimators", "## Compilation and the Numba cache",
+                    "## Layout"):
+        assert re.search(rf"^{heading}$", text, re.M), heading
+    datasets = re.search(r"^## Datasets\n(.*?)^## ", text, re.S | re.M).group(1)
+    assert "datasets/README.md" in datasets
+    accuracy = re.search(r"^## Forecast accuracy\n(.*?)^## ", text,
+                         re.S | re.M).group(1)
+    assert "python benchmarks/forecast.py" in accuracy
+    assert "| dataset | protocol | method |" in accuracy
+    for name in ("airline", "sunspots", "mackey_glass", "electricity"):
+        assert f"| {name} |" in accuracy

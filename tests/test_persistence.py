@@ -831,3 +831,231 @@ def test_nested_estimator_helpers(tmp_path, monkeypatch):
     monkeypatch.delitem(_persistence._REGISTRY, "_Wrapper")
     with pytest.raises(ValueError, match="allow-list"):
         load(tmp_path / "w")
+
+
+# ------------------------------------------------------------ 5. LSTMForecaster
+def _fc(**kwargs):
+    from lstmforecast import LSTMForecaster
+
+    params = dict(window=6, horizon=3, hidden_size=3, max_epochs=2, batch_size=8,
+                  random_state=0)
+    params.update(kwargs)
+    return LSTMForecaster(**params)
+
+
+def _wave(n=72, phase=0.0):
+    t = np.arange(n)
+    return 10 + np.sin(2 * np.pi * t / 12 + phase) + 0.02 * t
+
+
+def _fc_datetime():
+    y = pd.Series(_wave(), name="sales",
+                  index=pd.date_range("2000-01-01", periods=72, freq="MS"))
+    return _fc(log=True, difference=12).fit(y), {}
+
+
+def _fc_datetime_hourly_tz():
+    y = pd.Series(_wave(), index=pd.date_range("2021-03-27", periods=72, freq="h",
+                                               tz="Europe/Lisbon"))
+    return _fc(difference=1, dtype="float64").fit(y), {}
+
+
+def _fc_period():
+    y = pd.Series(_wave(), name="y",
+                  index=pd.period_range("1900", periods=72, freq="Y"))
+    return _fc(strategy="direct", scaling="minmax").fit(y), {}
+
+
+def _fc_range():
+    y = pd.Series(_wave(), index=pd.RangeIndex(10, 10 + 3 * 72, 3))
+    return _fc(cell="lstm1997", hidden_size=4, block_size=2,
+               calibration_size=5).fit(y), {}
+
+
+def _fc_frame_covariates():
+    index = pd.date_range("2010-01-04", periods=75, freq="W-MON")
+    Y = pd.DataFrame({"a": _wave(75), "b": _wave(75, 1.0)}, index=index)
+    X = pd.DataFrame({"promo": np.arange(75) % 4 == 0, "temp": np.cos(np.arange(75))},
+                     index=index).astype(float)
+    est = _fc(difference=1).fit(Y.iloc[:72], X.iloc[:72])
+    return est, {"X": X.iloc[72:]}
+
+
+def _fc_numpy():
+    return _fc(calibration_size=0).fit(_wave()), {}
+
+
+def _fc_numpy_2d_direct_covariates():
+    Y = np.column_stack([_wave(75), _wave(75, 2.0)])
+    X = np.sin(np.arange(75))[:, None]
+    est = _fc(strategy="direct", horizon=4).fit(Y[:71], X[:71])
+    return est, {"X": X[71:]}
+
+
+FORECASTER_CASES = {
+    "series_datetime_log_seasonal": _fc_datetime,
+    "series_datetime_hourly_tz": _fc_datetime_hourly_tz,
+    "series_period_direct": _fc_period,
+    "series_range_lstm1997": _fc_range,
+    "frame_two_targets_covariates": _fc_frame_covariates,
+    "numpy_1d_no_calibration": _fc_numpy,
+    "numpy_2d_direct_covariates": _fc_numpy_2d_direct_covariates,
+}
+
+
+def _assert_same_output(a, b):
+    assert type(a) is type(b)
+    if isinstance(a, pd.Series):
+        pd.testing.assert_series_equal(a, b, check_exact=True)
+    elif isinstance(a, pd.DataFrame):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    else:
+        assert _same(a, b)
+
+
+def _same_forecaster_state(original, loaded):
+    assert type(loaded) is type(original)
+    assert set(vars(loaded)) == set(vars(original))
+    assert loaded.get_params() == original.get_params()
+    for name, value in vars(original).items():
+        other = getattr(loaded, name)
+        if name == "regressor_":
+            _assert_same_state(value, other)
+        elif isinstance(value, np.ndarray):
+            assert _same(value, other), name
+        else:
+            assert value == other and type(value) is type(other), name
+
+
+@pytest.mark.parametrize("case", FORECASTER_CASES)
+def test_forecaster_round_trip_is_exact(case, tmp_path):
+    est, kw = FORECASTER_CASES[case]()
+    est.save(tmp_path / "f.npz")
+    assert os.listdir(tmp_path) == ["f.npz"]
+    loaded = load(tmp_path / "f.npz")
+    _same_forecaster_state(est, loaded)
+    _assert_same_output(est.predict(**kw), loaded.predict(**kw))
+    if est.n_calibration_:
+        for a, b in zip(est.predict_interval(0.8, **kw),
+                        loaded.predict_interval(0.8, **kw)):
+            _assert_same_output(a, b)
+    else:
+        with pytest.raises(ValueError, match="calibration"):
+            loaded.predict_interval()
+
+
+def test_forecaster_file_holds_no_pickle_and_the_index_as_text(tmp_path):
+    est, _ = _fc_datetime()
+    est.save(tmp_path / "f")
+    with np.load(tmp_path / "f", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(arrays.pop("header").tobytes())
+    assert header["estimator"] == "LSTMForecaster"
+    assert header["fitted"]["index"] == {
+        "type": "datetime", "freq": "MS", "cutoff": est.cutoff_.isoformat(),
+        "tz": None, "unit": est.cutoff_.unit}
+    assert header["fitted"]["target_names_"] == ["sales"]
+    assert header["fitted"]["regressor_"]["estimator"] == "LSTMRegressor"
+    assert {"y_center_", "y_scale_", "calibration_residuals_", "_y_buf",
+            "regressor_.params_"} <= set(arrays)
+    assert all(arr.dtype != object for arr in arrays.values())
+
+
+def test_loaded_forecaster_updates_and_learns_exactly(tmp_path):
+    est, _ = _fc_datetime()
+    est.save(tmp_path / "f")
+    loaded = load(tmp_path / "f")
+    new = pd.Series([11.0, 12.0], name="sales",
+                    index=pd.date_range(est.cutoff_, periods=3, freq="MS")[1:])
+    est.update(new, learn=True)
+    loaded.update(new, learn=True)
+    _assert_same_output(est.predict(), loaded.predict())
+    _same_forecaster_state(est, loaded)
+    # and the updated forecaster saves and loads again
+    loaded.save(tmp_path / "g")
+    _assert_same_output(est.predict(), load(tmp_path / "g").predict())
+
+
+def test_forecaster_save_unfitted_and_unsaveable_names(tmp_path):
+    with pytest.raises(NotFittedError):
+        _fc().save(tmp_path / "f")
+    Y = pd.DataFrame({("a", 1): _wave(), ("b", 2): _wave(72, 1.0)})
+    est = _fc().fit(Y)
+    with pytest.raises(ValueError, match="target name"):
+        est.save(tmp_path / "f")
+    est, _ = _fc_datetime()
+    est.extra_ = 1
+    with pytest.raises(ValueError, match="extra_"):
+        est.save(tmp_path / "f")
+    assert os.listdir(tmp_path) == []
+
+
+FORECASTER_MALFORMED = {
+    "nan_in_buffer": (_arr("_y_buf", lambda a: np.full_like(a, np.nan)),
+                      "_y_buf has non-finite"),
+    "non_positive_buffer_with_log": (_arr("_y_buf", lambda a: -a), "positive"),
+    "zero_scale": (_arr("y_scale_", lambda a: np.zeros_like(a)), "y_scale_"),
+    "inf_residuals": (_arr("calibration_residuals_", lambda a: a + np.inf),
+                      "non-finite"),
+    "buffer_rows_changed": (_arr("_y_buf", lambda a: a[1:], manifest=True),
+                            "_y_buf has"),
+    "buffer_shape_not_in_manifest": (_arr("_y_buf", lambda a: a[1:]), "shape"),
+    "residual_steps_changed": (_arr("calibration_residuals_", lambda a: a[:, :2],
+                                    manifest=True), "steps"),
+    "missing_scale": (_arr("y_center_", lambda a: None, manifest=True), "lack"),
+    "n_targets_changed": (_set(["fitted", "n_targets_"], 2), "shape"),
+    "covariates_claimed": (_set(["fitted", "n_covariates_"], 1), "lack"),
+    "calibration_count_changed": (_set(["fitted", "n_calibration_"], 2), "shape"),
+    "horizon_changed": (_set(["params", "horizon"], 4), "horizon"),
+    "window_changed": (_set(["params", "window"], 7), "_y_buf has"),
+    "extra_fitted_key": (_set(["fitted", "evil"], 1), "unknown key"),
+    "missing_fitted_key": (_set(["fitted", "n_obs_"], ...), "lacks"),
+    "names_wrong_length": (_set(["fitted", "target_names_"], ["a", "b"]),
+                           "target_names_"),
+    "names_not_labels": (_set(["fitted", "target_names_"], [{"x": 1}]),
+                         "target_names_"),
+    "kind_unknown": (_set(["fitted", "_y_meta", "kind"], "tensor"), "kind"),
+    "kind_array_with_index": (_set(["fitted", "_y_meta", "kind"], "array"),
+                              "array target"),
+    "index_type_unknown": (_set(["fitted", "index", "type"], "interval"), "type"),
+    "index_bad_freq": (_set(["fitted", "index", "freq"], "every full moon"),
+                       "frequency"),
+    "index_bad_time": (_set(["fitted", "index", "cutoff"], "yesterday"), "time"),
+    "index_bad_unit": (_set(["fitted", "index", "unit"], "fortnight"), "unit"),
+    "index_extra_key": (_set(["fitted", "index", "code"], "import os"),
+                        "unknown key"),
+    "regressor_is_a_classifier": (_set(["fitted", "regressor_", "estimator"],
+                                       "LSTMClassifier"), "LSTMRegressor"),
+    "regressor_is_a_forecaster": (_set(["fitted", "regressor_", "estimator"],
+                                       "LSTMForecaster"), "LSTMRegressor"),
+    "regressor_weights_nan": (_arr("regressor_.params_",
+                                   lambda a: np.full_like(a, np.nan)),
+                              "regressor_: params_ has non-finite"),
+    "regressor_outputs_changed": (_set(["fitted", "regressor_", "fitted",
+                                        "n_outputs_"], 3), "regressor_"),
+    "regressor_unknown_param": (_set(["fitted", "regressor_", "params", "evil"], 1),
+                                "unknown"),
+    "invalid_forecaster_param": (_set(["params", "strategy"], "magic"),
+                                 "hyper-parameters"),
+}
+
+
+@pytest.fixture(scope="module")
+def forecaster_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fc") / "f.npz"
+    _fc_datetime()[0].save(path)
+    load(path)
+    return {"fc": path}
+
+
+@pytest.mark.parametrize("case", FORECASTER_MALFORMED)
+def test_tampered_forecaster_file_is_rejected(case, forecaster_file, tmp_path):
+    mutate, match = FORECASTER_MALFORMED[case]
+    bad = _tamper("fc", mutate)(forecaster_file, tmp_path / "bad.npz")
+    before = _snapshot(tmp_path)
+    _MARKER["ran"] = False
+    with pytest.raises(ValueError, match=match) as info:
+        load(bad)
+    assert "cannot load" in str(info.value)
+    assert not _MARKER["ran"]
+    assert _snapshot(tmp_path) == before

@@ -1,0 +1,437 @@
+"""Reproduce the experiments of Hochreiter & Schmidhuber (1997) with the estimators.
+
+Every trial trains one network on-line with ``partial_fit`` on freshly generated
+sequences (Exp. 1: sequences drawn from its fixed training set), with the paper's
+network (weights as in Table 10), learning rate, stopping rule and success criterion,
+and tests on a fresh set of the paper's size. A second set of trials runs the same
+tasks with the modern recipe (``cell="lstm"``, full BPTT, Adam, mini-batches of 16,
+an initial forget-gate bias of 3 so that the gate starts open over long lags).
+
+Usage::
+
+    python benchmarks/paper.py --quick   # one trial per experiment, shorter lags
+    python benchmarks/paper.py --full    # the paper's trial counts, every row
+    options: --jobs N (parallel trials, default: CPU count), --out DIR,
+             --only 4,6a (experiment ids), --recipes paper,modern
+
+Writes ``paper_results.md`` and ``paper_results.csv`` to ``--out`` (default
+``benchmarks/results``) and prints the Markdown table.
+
+How the stopping rules are read (the paper's text is in ``LSTM1997.md``):
+
+* Training errors "as processed": each chunk of fresh sequences is predicted with the
+  current weights just before the chunk is trained on (``CHUNK`` sequences, so the
+  error of a sequence is measured at most ``CHUNK`` updates early).
+* ST3(beta): the mean of the paper's E = sum_k (t_k - y_k)^2 over the 2000 most
+  recent training sequences is below beta, and all of them are correct.
+* ST1/ST2 (Exp. 3) are checked on a fixed random set of 256 test sequences after
+  every chunk; Exp. 1's stop ("training and test correctly predicted") after every
+  pass over its 256 training strings.
+* A trial that does not stop within its budget (sequences or seconds) counts as a
+  failure; the sequences-to-success columns average the successful trials only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CHUNK = 500
+
+
+@dataclass
+class Spec:
+    """One row of the paper's tables."""
+
+    exp: str
+    task: str
+    kwargs: dict
+    net: dict
+    lr: float
+    stop: str
+    beta: float = 0.0
+    paper_after: str = ""
+    paper_rate: str = ""
+    paper_wrong: str = ""
+    trials: int = 10
+    budget: int = 3_000_000
+    extra: dict = field(default_factory=dict)
+
+
+def _specs(full):
+    """The experiments; ``full=False`` keeps the shorter lags, one row each."""
+    reber_42 = dict(hidden_size=4, block_size=1, output_gate_bias=[-1, -2, -3, -4])
+    reber_32 = dict(hidden_size=6, block_size=2, output_gate_bias=[-1, -2, -3])
+    reber_net = dict(hidden_bias="gates", output_bias=False, init_scale=0.2)
+    exp3 = dict(hidden_size=3, block_size=1, input_gate_bias=[-1, -3, -5],
+                output_gate_bias=[-2, -4, -6], output_bias=False, init_scale=0.1)
+    exp4 = dict(hidden_size=4, block_size=2, init_scale=0.1)
+    rows = [
+        Spec("1", "reber", {}, {**reber_net, **reber_32}, 0.5, "reber",
+             paper_after="8,440", paper_rate="100%", trials=30, budget=200_000),
+        Spec("1", "reber", {}, {**reber_net, **reber_42}, 0.5, "reber",
+             paper_after="9,500", paper_rate="97%", trials=30, budget=200_000),
+        Spec("1", "reber", {}, {**reber_net, **reber_32}, 0.1, "reber",
+             paper_after="21,730", paper_rate="100%", trials=30, budget=300_000),
+        Spec("2c", "2c", dict(q=50, p=50),
+             dict(hidden_size=2, block_size=1, hidden_bias="none", output_bias=False,
+                  init_scale=0.2), 0.01, "successive", beta=0.2,
+             paper_after="30,000", paper_rate="100%", trials=20, budget=600_000),
+        Spec("2c", "2c", dict(q=100, p=100),
+             dict(hidden_size=2, block_size=1, hidden_bias="none", output_bias=False,
+                  init_scale=0.2), 0.01, "successive", beta=0.2,
+             paper_after="31,000", paper_rate="100%", trials=20, budget=600_000),
+        Spec("3a", "3a", dict(T=100, N=3), exp3, 1.0, "st12", beta=0.01,
+             paper_after="27,380 / 39,850", paper_wrong="0.000195", trials=10,
+             budget=500_000),
+        Spec("3a", "3a", dict(T=100, N=1), exp3, 1.0, "st12", beta=0.01,
+             paper_after="58,370 / 64,330", paper_wrong="0.000117", trials=10,
+             budget=800_000),
+        Spec("3b", "3b", dict(T=100, N=3), exp3, 1.0, "st12", beta=0.04,
+             paper_after="41,740 / 43,250", paper_wrong="0.00828", trials=10,
+             budget=600_000),
+        Spec("3c", "3c", dict(T=100, N=3), exp3, 0.1, "st3c",
+             paper_after="269,650", paper_wrong="0.00558", trials=10,
+             budget=2_000_000),
+        Spec("4", "adding", dict(T=100), {**exp4, "input_gate_bias": [-3, -6]}, 0.5,
+             "st3", beta=0.01, paper_after="74,000", paper_wrong="1 / 2560",
+             trials=10, budget=1_000_000),
+        Spec("4", "adding", dict(T=500), {**exp4, "input_gate_bias": [-3, -6]}, 0.5,
+             "st3", beta=0.01, paper_after="209,000", paper_wrong="0 / 2560",
+             trials=10, budget=2_000_000),
+        Spec("5", "multiplication", dict(T=100), exp4, 0.1, "nseq", beta=140,
+             paper_after="482,000", paper_wrong="139 / 2560", trials=10,
+             budget=2_000_000),
+        Spec("6a", "6a", {}, {**exp4, "input_gate_bias": [-2, -4]}, 0.5, "st3",
+             beta=0.1, paper_after="31,390", paper_wrong="1 / 2560", trials=20,
+             budget=600_000),
+        Spec("6b", "6b", {}, dict(hidden_size=6, block_size=2, init_scale=0.1,
+                                  input_gate_bias=[-2, -4, -6]), 0.1, "st3",
+             beta=0.1, paper_after="571,100", paper_wrong="2 / 2560", trials=10,
+             budget=2_000_000),
+    ]
+    if full:
+        rows += [
+            Spec("2c", "2c", dict(q=1000, p=1000),
+                 dict(hidden_size=2, block_size=1, hidden_bias="none",
+                      output_bias=False, init_scale=0.2), 0.01, "successive",
+                 beta=0.2, paper_after="49,000", paper_rate="100%", trials=20,
+                 budget=1_000_000),
+            Spec("3a", "3a", dict(T=1000, N=3), exp3, 1.0, "st12", beta=0.01,
+                 paper_after="446,850 / 452,460", paper_wrong="0.000078",
+                 trials=10, budget=3_000_000),
+            Spec("4", "adding", dict(T=1000), {**exp4, "input_gate_bias": [-3, -6]},
+                 0.5, "st3", beta=0.01, paper_after="853,000",
+                 paper_wrong="1 / 2560", trials=10, budget=5_000_000),
+        ]
+        return rows
+    quick = {("1", 0.5, 6), ("2c", 50), ("3a", 3), ("3b", 3), ("3c", 3),
+             ("4", 100), ("5", 100), ("6a",), ("6b",)}
+    keep = []
+    for spec in rows:
+        key = {"1": ("1", spec.lr, spec.net.get("hidden_size")),
+               "2c": ("2c", spec.kwargs.get("q")),
+               "3a": ("3a", spec.kwargs.get("N")), "3b": ("3b", spec.kwargs.get("N")),
+               "3c": ("3c", spec.kwargs.get("N")),
+               "4": ("4", spec.kwargs.get("T")), "5": ("5", spec.kwargs.get("T"))
+               }.get(spec.exp, (spec.exp,))
+        if key in quick:
+            keep.append(spec)
+    return keep
+
+
+# ----------------------------------------------------------------------- tasks
+def _make(spec, rng, n):
+    """``(X, Y, extra)`` for ``n`` fresh sequences of the spec's task."""
+    from lstmforecast import tasks
+
+    if spec.task == "2c":
+        data = tasks.long_lag_distractors(n, rng, **spec.kwargs)
+        return data.X, data.y, None
+    if spec.task in ("3a", "3b", "3c"):
+        data = tasks.two_sequence(n, rng, noise=spec.task == "3b",
+                                  noisy_targets=spec.task == "3c", **spec.kwargs)
+        return data.X, data.y, data.y_clean
+    if spec.task == "adding":
+        data = tasks.adding(n, rng, **spec.kwargs)
+        return data.X, data.y, None
+    if spec.task == "multiplication":
+        data = tasks.multiplication(n, rng, **spec.kwargs)
+        return data.X, data.y, None
+    if spec.task in ("6a", "6b"):
+        k = 2 if spec.task == "6a" else 3
+        data = tasks.temporal_order(n, rng, n_relevant=k)
+        return data.X, tasks.one_hot(data.y, 2 ** k), None
+    raise ValueError(spec.task)
+
+
+def _abs_threshold(spec):
+    return {"2c": 0.2, "3a": 0.2, "3b": 0.2, "3c": 0.1, "adding": 0.04,
+            "multiplication": 0.04, "6a": 0.3, "6b": 0.3}[spec.task]
+
+
+def _estimator(spec, recipe, seed):
+    from lstmforecast import LSTMRegressor
+
+    if recipe == "paper":
+        params = dict(cell="lstm1997", gradient="truncated", optimizer="sgd",
+                      learning_rate=spec.lr, batch_size=1, momentum=0.0,
+                      output_activation="sigmoid", update="step",
+                      output="sequence" if spec.task == "reber" else "last")
+        params.update(spec.net)
+    else:
+        params = dict(cell="lstm", gradient="bptt", optimizer="adam",
+                      learning_rate=1e-2, batch_size=16, forget_gate_bias=3.0,
+                      hidden_size=max(8, spec.net["hidden_size"]),
+                      output="sequence" if spec.task == "reber" else "last",
+                      output_activation="sigmoid" if spec.task == "reber"
+                      else "identity")
+    return LSTMRegressor(shuffle=False, dtype="float64", random_state=seed, **params)
+
+
+def _seq_errors(pred, Y):
+    pred = np.asarray(pred, dtype=np.float64).reshape(len(Y), -1)
+    Y = np.asarray(Y, dtype=np.float64).reshape(len(Y), -1)
+    return np.abs(pred - Y), ((pred - Y) ** 2).sum(axis=1)
+
+
+# ---------------------------------------------------------------------- trials
+def _trial_reber(spec, recipe, seed, deadline):
+    from lstmforecast import tasks
+
+    rng = np.random.default_rng(seed)
+    split = tasks.reber_train_test(rng)
+    train, test = split.train, split.test
+    model = _estimator(spec, recipe, seed)
+    seen = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        while seen < spec.budget and time.perf_counter() < deadline:
+            order = rng.integers(0, len(train.X), len(train.X))
+            model.partial_fit([train.X[i] for i in order],
+                              [train.Y[i] for i in order])
+            seen += len(order)
+            ok_train = tasks.reber_correct(model.predict(train.X), train.allowed)
+            ok_test = tasks.reber_correct(model.predict(test.X), test.allowed)
+            if ok_train.all() and ok_test.all():
+                return dict(success=True, sequences=seen, wrong=0, n_test=len(test.X))
+    ok_test = tasks.reber_correct(model.predict(test.X), test.allowed)
+    return dict(success=False, sequences=seen, wrong=int((~ok_test).sum()),
+                n_test=len(test.X))
+
+
+def _trial(spec, recipe, seed, seconds):
+    """Train one network until its stopping rule holds or the budget runs out."""
+    deadline = time.perf_counter() + seconds
+    start = time.perf_counter()
+    if spec.task == "reber":
+        out = _trial_reber(spec, recipe, seed, deadline)
+    else:
+        out = _trial_online(spec, recipe, seed, deadline)
+    out.update(exp=spec.exp, recipe=recipe, seed=seed,
+               seconds=time.perf_counter() - start)
+    return out
+
+
+def _trial_online(spec, recipe, seed, deadline):
+    rng = np.random.default_rng(seed)
+    model = _estimator(spec, recipe, seed)
+    thr = _abs_threshold(spec)
+    X0, Y0, _ = _make(spec, rng, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.partial_fit(X0, Y0)  # first call: builds the network
+    seen = 8
+    window = 10_000 if spec.stop == "successive" else 2000
+    recent_ok = np.zeros(0, dtype=bool)
+    recent_e = np.zeros(0)
+    check_X, check_Y, check_clean = _make(spec, rng, 256)
+    stopped = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        while seen < spec.budget and time.perf_counter() < deadline:
+            X, Y, _ = _make(spec, rng, CHUNK)
+            err, E = _seq_errors(model.predict(X), Y)
+            recent_ok = np.concatenate([recent_ok, (err < thr).all(axis=1)])[-window:]
+            recent_e = np.concatenate([recent_e, E])[-window:]
+            model.partial_fit(X, Y)
+            seen += CHUNK
+            if spec.stop in ("st3", "successive", "nseq") and len(recent_ok) < window:
+                continue
+            if spec.stop == "st3":
+                stopped = recent_ok.all() and recent_e.mean() < spec.beta
+            elif spec.stop == "successive":
+                stopped = recent_ok.all()
+            elif spec.stop == "nseq":
+                stopped = (~recent_ok).sum() < spec.beta
+            else:
+                stopped = _st_exp3(spec, model, check_X, check_Y, check_clean)
+            if stopped:
+                break
+    test_X, test_Y, test_clean = _make(spec, rng, 2560 if spec.task != "2c" else 2000)
+    pred = model.predict(test_X)
+    target = test_clean if spec.task == "3c" else test_Y
+    err, E = _seq_errors(pred, target)
+    wrong = int((~(err < thr).all(axis=1)).sum())
+    return dict(success=bool(stopped), sequences=seen, wrong=wrong,
+                n_test=len(test_Y), test_mse=float(E.mean()))
+
+
+def _st_exp3(spec, model, X, Y, clean):
+    """ST1 and ST2 of Exp. 3 (3a/3b), or the single stopping rule of 3c."""
+    pred = np.asarray(model.predict(X), dtype=np.float64)
+    if spec.task == "3c":
+        diff = np.abs(pred - clean)
+        return bool((diff <= 0.1).all() and diff.mean() < 0.015)
+    err = np.abs(pred - Y)
+    wrong = int((err >= 0.2).sum())
+    st1 = wrong == 0 if spec.task == "3a" else wrong < 6
+    return bool(st1 and err.mean() < spec.beta)
+
+
+# --------------------------------------------------------------------- reports
+def _summary(spec, recipe, results):
+    ok = [r for r in results if r["success"]]
+    seqs = [r["sequences"] for r in ok]
+    wrong = [r["wrong"] for r in results]
+    return {
+        "experiment": spec.exp,
+        "setting": ", ".join(f"{k}={v}" for k, v in spec.kwargs.items())
+        or ("lr=%g" % spec.lr),
+        "recipe": recipe,
+        "network": _network_text(spec, recipe),
+        "weights": _weights(spec, recipe),
+        "paper_success_after": spec.paper_after,
+        "paper_rate_or_wrong": spec.paper_rate or spec.paper_wrong,
+        "trials": len(results),
+        "successful": len(ok),
+        "mean_sequences": int(np.mean(seqs)) if seqs else "",
+        "min_sequences": int(np.min(seqs)) if seqs else "",
+        "max_sequences": int(np.max(seqs)) if seqs else "",
+        "budget": spec.budget,
+        "max_seen": max(r["sequences"] for r in results),
+        "mean_wrong": f"{np.mean(wrong):.1f} / {results[0]['n_test']}",
+        "wall_s": round(sum(r["seconds"] for r in results), 1),
+    }
+
+
+def _network_text(spec, recipe):
+    if recipe == "paper":
+        n_blocks = spec.net["hidden_size"] // spec.net["block_size"]
+        return f"{n_blocks}x{spec.net['block_size']} lstm1997, lr {spec.lr:g}"
+    return f"lstm {max(8, spec.net['hidden_size'])}, Adam"
+
+
+def _weights(spec, recipe):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rng = np.random.default_rng(0)
+        if spec.task == "reber":
+            from lstmforecast import tasks
+
+            data = tasks.embedded_reber(2, rng)
+            X, Y = data.X, data.Y
+        else:
+            X, Y, _ = _make(spec, rng, 2)
+        model = _estimator(spec, recipe, 0).set_params(max_epochs=1)
+        return model.fit(X, Y).n_params_
+
+
+def _run_one(args):
+    index, spec, recipe, seed, seconds = args
+    return index, recipe, _trial(spec, recipe, seed, seconds)
+
+
+COLUMNS = ["experiment", "setting", "recipe", "network", "weights",
+           "paper_success_after", "paper_rate_or_wrong", "trials", "successful",
+           "mean_sequences", "min_sequences", "max_sequences", "budget", "max_seen",
+           "mean_wrong", "wall_s"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="one trial, short lags")
+    mode.add_argument("--full", action="store_true", help="the paper's trials")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="time budget per trial (default 80 quick, 3600 full)")
+    parser.add_argument("--only", default="", help="experiment ids, e.g. 4,6a")
+    parser.add_argument("--recipes", default="paper,modern")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="override the number of trials per row")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(
+        os.path.abspath(__file__)), "results"))
+    args = parser.parse_args(argv)
+    full = bool(args.full)
+    seconds = args.seconds or (3600.0 if full else 80.0)
+    specs = _specs(full)
+    if args.only:
+        wanted = set(args.only.split(","))
+        specs = [s for s in specs if s.exp in wanted]
+    recipes = [r for r in args.recipes.split(",") if r]
+    jobs = []
+    for index, spec in enumerate(specs):
+        n_trials = args.trials or (spec.trials if full else 1)
+        for recipe in recipes:
+            for seed in range(n_trials):
+                jobs.append((index, spec, recipe, seed, seconds))
+    start = time.perf_counter()
+    results = {}
+    # One thread per trial: trials, not threads, use the cores.
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for index, recipe, res in pool.map(_run_one, jobs):
+            results.setdefault((index, recipe), []).append(res)
+            print(f"  {specs[index].exp} {recipe} seed {res['seed']}: "
+                  f"{'stopped' if res['success'] else 'not stopped'} after "
+                  f"{res['sequences']} sequences, {res['wrong']} wrong, "
+                  f"{res['seconds']:.0f} s", flush=True)
+    rows = []
+    for index, spec in enumerate(specs):
+        for recipe in recipes:
+            if (index, recipe) in results:
+                rows.append(_summary(spec, recipe, results[(index, recipe)]))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "paper_results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    table = _markdown(rows, time.perf_counter() - start, full)
+    with open(os.path.join(args.out, "paper_results.md"), "w") as f:
+        f.write(table)
+    print(table)
+    return 0
+
+
+def _markdown(rows, seconds, full):
+    head = ("| exp | setting | recipe | network | weights | paper: success after "
+            "| paper: rate / wrong | ours: stopped/trials | ours: mean (min-max) "
+            "sequences | ours: wrong on test | wall s |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        if r["successful"]:
+            seq = (f"{r['mean_sequences']:,} ({r['min_sequences']:,}-"
+                   f"{r['max_sequences']:,})")
+        else:
+            seq = f"not within {r['max_seen']:,}"
+        lines.append(f"| {r['experiment']} | {r['setting']} | {r['recipe']} | "
+                     f"{r['network']} | {r['weights']} | {r['paper_success_after']} "
+                     f"| {r['paper_rate_or_wrong']} | {r['successful']}/{r['trials']} "
+                     f"| {seq} | {r['mean_wrong']} | {r['wall_s']} |")
+    mode = "--full" if full else "--quick"
+    return (head + "\n".join(lines) + f"\n\n`python benchmarks/paper.py {mode}`: "
+            f"{seconds / 60:.1f} min wall time.\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
