@@ -49,11 +49,35 @@ def _sigmoid(z):
 
 
 @njit(**_JIT)
+def _mm_set(A, B, C):
+    """``C = A @ B`` (overwriting ``C``), BLAS for large products."""
+    m, k = A.shape
+    n = B.shape[1]
+    if m * k * n >= _BLAS_MIN_WORK:
+        np.dot(A, B, C)
+        return
+    C[:, :] = 0.0
+    _mm(A, B, C)
+
+
+@njit(**_JIT)
+def _mm_tn_set(A, B, C):
+    """``C = A.T @ B`` (overwriting ``C``), BLAS for large products."""
+    k, m = A.shape
+    n = B.shape[1]
+    if m * k * n >= _BLAS_MIN_WORK:
+        np.dot(A.T, B, C)
+        return
+    C[:, :] = 0.0
+    _mm_tn(A, B, C)
+
+
+@njit(**_JIT)
 def _mm(A, B, C):
     """``C += A @ B`` for ``A (m, k)``, ``B (k, n)`` (lanes ``n`` innermost)."""
     m, k = A.shape
     n = B.shape[1]
-    if m * k * n >= _BLAS_MIN_WORK:
+    if m * k * n >= _BLAS_MIN_WORK and k >= 8:
         C += np.dot(A, B)
         return
     if n == 1:
@@ -149,14 +173,14 @@ def _layer_forward(params, layout, layer, cell, hidden_size, block_size, x, r_pr
     off_bih = layout[layer, 2]
     off_bhh = layout[layer, 3]
     w_ih, w_hh = _weights(params, layout, layer, n_units, n_rec)
+    _mm_set(w_hh, r_prev, act)
     for u in range(n_units):
         b = params[off_bih + u]
         if off_bhh >= 0:
             b += params[off_bhh + u]
         for j in range(n):
-            act[u, j] = b
+            act[u, j] += b
     _mm(w_ih, x, act)
-    _mm(w_hh, r_prev, act)
     H = hidden_size
     if cell == CELL_LSTM:
         for k in range(H):
@@ -267,10 +291,8 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, x, r_p
             grad[off_bhh + u] += s
     _mm_nt(dz, x, g_ih)
     _mm_nt(dz, r_prev, g_hh)
-    dx[:, :] = 0.0
-    _mm_tn(w_ih, dz, dx)
-    dr_prev[:, :] = 0.0
-    _mm_tn(w_hh, dz, dr_prev)
+    _mm_tn_set(w_ih, dz, dx)
+    _mm_tn_set(w_hh, dz, dr_prev)
     for j in range(n):
         if active[j] == 0:
             for k in range(n_rec):
@@ -646,3 +668,7 @@ def forward(params, layout, X, lengths, state0, cell, hidden_size, block_size,
             _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, cell,
                            hidden_size, block_size, loss_kind, last_only, out, state)
     return out, state
+
+
+# Corrupt or unwritable cache files recompile instead of failing.
+config.harden_caches(globals())

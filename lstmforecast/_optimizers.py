@@ -132,3 +132,7 @@ class AdamOptimizer(_BaseOptimizer):
                  beta_2=0.999, epsilon=1e-8):
         super().__init__(n_params, dtype, make_hyper(learning_rate, beta_1=beta_1,
                                                      beta_2=beta_2, epsilon=epsilon))
+
+
+# Corrupt or unwritable cache files recompile instead of failing.
+config.harden_caches(globals())

@@ -34,10 +34,14 @@ def apply_update(params, grad, loss, opt_kind, opt_state, step, hyper, l2_mask,
     penalty = 0.0
     for p in range(params.shape[0]):
         if alpha > 0.0 and l2_mask[p] != 0.0:
-            penalty += params[p] * params[p]
+            # float64 squares: a float32 gradient above ~1.8e19 would square to
+            # inf and count as divergence before clipping could rescue it
+            v = np.float64(params[p])
+            penalty += v * v
             grad[p] += alpha * params[p]
         grad[p] *= train_mask[p]
-        norm2 += grad[p] * grad[p]
+        g = np.float64(grad[p])
+        norm2 += g * g
     loss += 0.5 * alpha * penalty
     if not (np.isfinite(loss) and np.isfinite(norm2)):
         return loss, False
@@ -110,3 +114,7 @@ def train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size
         if not ok:
             return losses, sizes, i
     return losses, sizes, -1
+
+
+# Corrupt or unwritable cache files recompile instead of failing.
+config.harden_caches(globals())

@@ -215,3 +215,7 @@ def train_truncated(params, layout, X, lengths, Y, mask, order, batch_size,
             if not ok:
                 return losses, sizes, i
     return losses, sizes, -1
+
+
+# Corrupt or unwritable cache files recompile instead of failing.
+config.harden_caches(globals())

@@ -63,3 +63,50 @@ def _reset(var=None):
             raise ValueError(f"unknown config variable {name!r}")
         value = _DEFAULTS[name]
         globals()[name] = set(value) if isinstance(value, set) else value
+
+
+def _numba_cache_usable():
+    """Whether Numba has a writable cache location for this package's modules."""
+    try:
+        from numba.core.caching import FunctionCache
+        FunctionCache(_numba_cache_usable)
+    except Exception:
+        return False
+    return True
+
+
+if LSTMF_CACHE and not _numba_cache_usable():
+    import warnings
+    warnings.warn("lstmforecast: no writable Numba cache location (read-only install "
+                  "and NUMBA_CACHE_DIR); kernels are compiled in memory in each process",
+                  RuntimeWarning, stacklevel=2)
+    LSTMF_CACHE = False
+    _DEFAULTS["LSTMF_CACHE"] = False
+
+
+def harden_caches(namespace):
+    """Make the Numba caches of the dispatchers in ``namespace`` tolerate corrupt,
+    foreign or unwritable cache files: load failures recompile, save failures pass."""
+    from numba.core.caching import FunctionCache
+
+    class _TolerantCache(FunctionCache):
+        def load_overload(self, sig, target_context):
+            try:
+                return super().load_overload(sig, target_context)
+            except Exception:
+                try:
+                    self.flush()
+                except Exception:
+                    pass
+                return None
+
+        def save_overload(self, sig, data):
+            try:
+                super().save_overload(sig, data)
+            except Exception:
+                pass
+
+    for obj in list(namespace.values()):
+        cache = getattr(obj, "_cache", None)
+        if type(cache) is FunctionCache:
+            cache.__class__ = _TolerantCache
