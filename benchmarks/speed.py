@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/speed.py [--repeats 5] [--threads 2] [--workloads small_window,...]
+    python benchmarks/speed.py [--repeats 5] [--threads 2] [--workloads NAME,...]
     python benchmarks/speed.py --compile      # cold-compile and warm-start times
 
 Each workload trains with Adam, float32, the loss on the last output, no shuffling

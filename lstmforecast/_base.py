@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _device, _kernels, _layout
 from ._blas import one_blas_thread
-from ._data import check_mask, check_sequences, pad_targets, step_targets
+from ._data import check_mask, check_sequences, pad_targets
 from ._optimizers import OPTIMIZER_CODES, make_hyper
 from ._training import train_batches
 from ._truncated import train_truncated
@@ -503,8 +503,8 @@ class BaseLSTM(BaseEstimator):
         if val is not None:
             self.params_ = best_params
         if not stopped and not incremental:
-            warnings.warn(f"Stochastic optimizer: maximum epochs ({max_epochs}) reached "
-                          "and the optimization hasn't converged yet.",
+            warnings.warn(f"Stochastic optimizer: maximum epochs ({max_epochs}) "
+                          "reached and the optimization hasn't converged yet.",
                           ConvergenceWarning, stacklevel=3)
 
     def _progress(self, done, total):

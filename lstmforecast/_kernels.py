@@ -589,26 +589,34 @@ def _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, cell,
     for j in range(n):
         t_max = max(t_max, lengths[rows[j]])
     dt = params.dtype
-    xs = np.empty((t_max, X.shape[2], n), dtype=dt)
-    active = np.empty((t_max, n), dtype=np.int8)
+    D = X.shape[2]
+    # one time step of inputs at a time: memory independent of the length
+    xs = np.empty((1, D, n), dtype=dt)
+    active = np.empty((1, n), dtype=np.int8)
     act = np.empty((n_units, n), dtype=dt)
     rs = np.empty((2, n_layers, n_rec, n), dtype=dt)
     cs = np.empty((2, n_layers, H, n), dtype=dt)
     logits = np.empty((n_out, n), dtype=dt)
-    _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs, active, rs, cs)
+    _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs[:0], active[:0], rs,
+                cs)
     cur = 0
     for t in range(t_max):
         nxt = 1 - cur
+        for j in range(n):
+            on = t < lengths[rows[j]]
+            active[0, j] = 1 if on else 0
+            for d in range(D):
+                xs[0, d, j] = X[rows[j], t, d] if on else 0.0
         for layer in range(n_layers):
-            x = xs[t] if layer == 0 else rs[nxt, layer - 1, :H]
+            x = xs[0] if layer == 0 else rs[nxt, layer - 1, :H]
             _layer_forward(params, layout, layer, cell, H, block_size, x,
-                           rs[cur, layer], cs[cur, layer], active[t], act,
+                           rs[cur, layer], cs[cur, layer], active[0], act,
                            cs[nxt, layer], rs[nxt, layer])
         if not last_only:
             _head(params, layout, rs[nxt, n_layers - 1, :H], logits)
             _activate(loss_kind, logits)
             for j in range(n):
-                if active[t, j]:
+                if active[0, j]:
                     for k in range(n_out):
                         out[rows[j], t, k] = logits[k, j]
         cur = nxt

@@ -77,8 +77,9 @@ def _numba_cache_usable():
 
 if LSTMF_CACHE and not _numba_cache_usable():
     import warnings
-    warnings.warn("lstmforecast: no writable Numba cache location (read-only install "
-                  "and NUMBA_CACHE_DIR); kernels are compiled in memory in each process",
+    warnings.warn("lstmforecast: no writable Numba cache location (read-only "
+                  "install and NUMBA_CACHE_DIR); kernels are compiled in memory in "
+                  "each process",
                   RuntimeWarning, stacklevel=2)
     LSTMF_CACHE = False
     _DEFAULTS["LSTMF_CACHE"] = False

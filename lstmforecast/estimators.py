@@ -141,7 +141,8 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
     Trains with squared error (``0.5 * sum_k (y_k - t_k)^2`` per target, averaged
     over targets) on a linear output layer, or on logistic output units with
     ``output_activation="sigmoid"`` as in the 1997 paper.
-""" + _SHARED_DOC + """    output_activation : {"auto", "identity", "sigmoid"}, default="auto"
+""" + _SHARED_DOC + """    output_activation : {"auto", "identity", "sigmoid"}, \
+default="auto"
         ``"auto"`` is ``"identity"``.
 """ + _SHARED_ATTRIBUTES + """
     See Also
@@ -259,7 +260,8 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
     Trains with cross-entropy on a logistic (two classes) or softmax output, or with
     squared error on logistic output units (``output_activation="sigmoid"``, the 1997
     paper's setting, one unit per class or one unit for two classes).
-""" + _SHARED_DOC + """    output_activation : {"auto", "softmax", "sigmoid"}, default="auto"
+""" + _SHARED_DOC + """    output_activation : {"auto", "softmax", "sigmoid"}, \
+default="auto"
         ``"auto"``: logistic with cross-entropy for two classes, softmax otherwise.
 """ + _SHARED_ATTRIBUTES + """    classes_ : ndarray
         The class labels.
