@@ -159,11 +159,11 @@ def time_cpu_kernels(D, H, T, B, n_batches, epochs, repeats):
                           prob["Y"], prob["mask"], prob["state0"], order, B, 0,
                           n_batches, CELL_LSTM, H, 1, LOSS_SQUARED, OPT_ADAM,
                           targs["opt_state"], targs["step"], targs["hyper"],
-                          targs["l2_mask"], targs["train_mask"])
+                          targs["l2_mask"], targs["train_mask"], True)
 
     def predict():
         forward(prob["params"], prob["layout"], prob["X"], prob["lengths"],
-                prob["state0"], CELL_LSTM, H, 1, LOSS_SQUARED, True)
+                prob["state0"], CELL_LSTM, H, 1, LOSS_SQUARED, True, True)
 
     fit()
     predict()
@@ -328,7 +328,8 @@ def run_many(n_models, sample, repeats, sizes=MANY):
                               prob["Y"], prob["mask"], prob["state0"], orders[m], B,
                               0, n_batches, CELL_LSTM, H, 1, LOSS_SQUARED, OPT_ADAM,
                               targs_m["opt_state"], targs_m["step"], targs_m["hyper"],
-                              targs_m["l2_mask"], targs_m["train_mask"])
+                              targs_m["l2_mask"], targs_m["train_mask"],
+                              True)
 
     cpu_fit()
     cpu_s = _median_time(cpu_fit, repeats) * n_models / k

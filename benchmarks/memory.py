@@ -51,9 +51,10 @@ def run(X, lengths, Y, M):
                         np.ones(P))
     elif mode == "bptt":
         loss_grad(params, layout, X, lengths, Y, M, np.zeros((0, 1, 1)),
-                  np.zeros(1, np.int64), cell, H, S, 1)
+                  np.zeros(1, np.int64), cell, H, S, 1, True)
     else:
-        forward(params, layout, X, lengths, np.zeros((0, 1, 1)), cell, H, S, 1, True)
+        forward(params, layout, X, lengths, np.zeros((0, 1, 1)), cell, H, S, 1, True,
+                True)
     return time.perf_counter() - start
 
 run(*problem(10))  # compile or load the kernels

@@ -14,9 +14,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _device, _kernels, _layout
-from ._blas import one_blas_thread
 from ._data import check_mask, check_sequences, pad_targets
 from ._optimizers import OPTIMIZER_CODES, make_hyper
+from ._threads import cpu_kernels
 from ._training import train_batches
 from ._truncated import train_truncated
 
@@ -457,13 +457,13 @@ class BaseLSTM(BaseEstimator):
                     elif gpu is not None:  # device dispatch
                         losses, sizes, failed = gpu.run(order, batch_size, done, count)
                     else:
-                        with one_blas_thread():
+                        with cpu_kernels() as parallel:
                             losses, sizes, failed = train_batches(
                                 self.params_, self._layout, seqs.X, seqs.lengths, Y,
                                 M, no_state, order, batch_size, done, count, cell,
                                 hidden, block, loss_kind, opt_kind, self._opt_state,
                                 self._opt_step, hyper, self._l2_mask,
-                                self._train_mask)
+                                self._train_mask, parallel)
                     if failed >= 0:
                         raise ValueError(
                             f"training diverged: the loss or the weights became "
@@ -551,10 +551,10 @@ class BaseLSTM(BaseEstimator):
         forward = _kernels.forward
         if _device.resolve_device(self.device, fallback=True) == "cuda":
             forward = _device.gpu_backend().gpu_forward  # device dispatch
-        with one_blas_thread():
+        with cpu_kernels() as parallel:
             out, _ = forward(self.params_, self._layout, X, lengths,
                              self._no_state(), cell, hidden, block, loss_kind,
-                             last_only)
+                             last_only, parallel)
         return out
 
     def _per_sequence(self, seqs, out):

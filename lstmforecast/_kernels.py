@@ -519,7 +519,7 @@ def _loss_grad_parallel(n_chunks, params, layout, X, lengths, Y, mask, state0,
 
 @njit(**_JIT)
 def loss_grad(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
-              hidden_size, block_size, loss_kind):
+              hidden_size, block_size, loss_kind, parallel):
     """Mean loss and its full BPTT gradient over the sequences ``seq_index``.
 
     Parameters
@@ -532,6 +532,10 @@ def loss_grad(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
         See the module docstring.
     cell, hidden_size, block_size, loss_kind : int
         Network codes (see :mod:`lstmforecast._layout`).
+    parallel : bool
+        Whether the chunks may run in parallel (when the work is large enough).
+        False runs the same chunks in the same order on the calling thread, with
+        bitwise equal results (see :mod:`lstmforecast._threads`).
 
     Returns
     -------
@@ -553,7 +557,7 @@ def loss_grad(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
     n_chunks = _n_chunks(n_seq)
     grads = np.zeros((n_chunks, n_params), dtype=params.dtype)
     losses = np.zeros(n_chunks)
-    if n_chunks > 1 and n_steps * n_params >= _PARALLEL_MIN_WORK:
+    if parallel and n_chunks > 1 and n_steps * n_params >= _PARALLEL_MIN_WORK:
         _loss_grad_parallel(n_chunks, params, layout, X, lengths, Y, mask, state0,
                             seq_index, cell, hidden_size, block_size, loss_kind,
                             grads, losses)
@@ -644,11 +648,11 @@ def _forward_parallel(n_chunks, params, layout, X, lengths, state0, cell,
 
 @njit(**_JIT)
 def forward(params, layout, X, lengths, state0, cell, hidden_size, block_size,
-            loss_kind, last_only):
+            loss_kind, last_only, parallel):
     """Network outputs (after the head activation) and final states.
 
     Memory is O(weights) per sequence besides the inputs and the returned arrays,
-    whatever the sequence length.
+    whatever the sequence length. ``parallel`` as in :func:`loss_grad`.
 
     Returns
     -------
@@ -668,7 +672,8 @@ def forward(params, layout, X, lengths, state0, cell, hidden_size, block_size,
     n_steps = 0
     for b in range(n_seq):
         n_steps += lengths[b]
-    if n_chunks > 1 and n_steps * params.shape[0] >= _PARALLEL_MIN_WORK // 3:
+    if (parallel and n_chunks > 1
+            and n_steps * params.shape[0] >= _PARALLEL_MIN_WORK // 3):
         _forward_parallel(n_chunks, params, layout, X, lengths, state0, cell,
                           hidden_size, block_size, loss_kind, last_only, out, state)
     else:

@@ -65,7 +65,7 @@ def apply_update(params, grad, loss, opt_kind, opt_state, step, hyper, l2_mask,
 @njit(**_JIT)
 def train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size,
                   first_batch, n_batches, cell, hidden_size, block_size, loss_kind,
-                  opt_kind, opt_state, step, hyper, l2_mask, train_mask):
+                  opt_kind, opt_state, step, hyper, l2_mask, train_mask, parallel):
     """Run mini-batches ``first_batch .. first_batch + n_batches - 1`` of ``order``.
 
     Parameters
@@ -85,6 +85,8 @@ def train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size
         Hyper-parameters (see :func:`lstmforecast._optimizers.make_hyper`).
     l2_mask, train_mask : ndarray (P,)
         1 where the L2 penalty applies / where a parameter is trained, else 0.
+    parallel : bool
+        Passed to :func:`lstmforecast._kernels.loss_grad`.
 
     Returns
     -------
@@ -106,7 +108,7 @@ def train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size
         stop = min(n_seq, start + batch_size)
         loss, grad = loss_grad(params, layout, X, lengths, Y, mask, state0,
                                order[start:stop], cell, hidden_size, block_size,
-                               loss_kind)
+                               loss_kind, parallel)
         loss, ok = apply_update(params, grad, loss, opt_kind, opt_state, step, hyper,
                                 l2_mask, train_mask, params_before, state_before)
         losses[i] = loss

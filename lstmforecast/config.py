@@ -85,9 +85,41 @@ if LSTMF_CACHE and not _numba_cache_usable():
     _DEFAULTS["LSTMF_CACHE"] = False
 
 
+# Modules whose jitted functions call one another (and get compiled into each
+# other's cached machine code).
+_KERNEL_MODULES = ("config.py", "_layout.py", "_kernels.py", "_optimizers.py",
+                   "_training.py", "_truncated.py")
+_kernel_fingerprint = None
+
+
+def kernel_fingerprint():
+    """SHA-256 of the kernel modules' sources (and the Numba version).
+
+    Numba keys a cached function on its own file's modification time and size only,
+    so after an edit to a helper in another module (say ``_optimizers.py``) the
+    callers in unchanged modules (``_training.py``) would load machine code built
+    from the old helper. Adding this fingerprint to every index's stamp makes any
+    change to any kernel module recompile them all.
+    """
+    global _kernel_fingerprint
+    if _kernel_fingerprint is None:
+        import hashlib
+
+        import numba
+
+        digest = hashlib.sha256(numba.__version__.encode())
+        here = os.path.dirname(os.path.abspath(__file__))
+        for name in _KERNEL_MODULES:
+            with open(os.path.join(here, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+        _kernel_fingerprint = digest.hexdigest()
+    return _kernel_fingerprint
+
+
 def harden_caches(namespace):
     """Make the Numba caches of the dispatchers in ``namespace`` tolerate corrupt,
-    foreign or unwritable cache files: load failures recompile, save failures pass."""
+    foreign or unwritable cache files (load failures recompile, save failures pass)
+    and stale ones (every index is stamped with :func:`kernel_fingerprint`)."""
     from numba.core.caching import FunctionCache
 
     class _TolerantCache(FunctionCache):
@@ -111,3 +143,6 @@ def harden_caches(namespace):
         cache = getattr(obj, "_cache", None)
         if type(cache) is FunctionCache:
             cache.__class__ = _TolerantCache
+            index = getattr(cache, "_cache_file", None)
+            if index is not None and hasattr(index, "_source_stamp"):
+                index._source_stamp = (index._source_stamp, kernel_fingerprint())

@@ -702,7 +702,7 @@ def _device_state0(state0, dtype, n_layers):
 
 @_quiet_launches
 def gpu_forward(params, layout, X, lengths, state0, cell, hidden_size, block_size,
-                loss_kind, last_only):
+                loss_kind, last_only, parallel=True):
     """Network outputs and final states on the GPU (see ``_kernels.forward``).
 
     Parameters
@@ -712,6 +712,8 @@ def gpu_forward(params, layout, X, lengths, state0, cell, hidden_size, block_siz
         (then every returned array gets a leading model axis).
     layout, X, lengths, state0, cell, hidden_size, block_size, loss_kind, last_only
         As for :func:`lstmforecast._kernels.forward`.
+    parallel : bool, default=True
+        Accepted for the CPU kernel's signature; a GPU launch is always parallel.
 
     Returns
     -------
@@ -846,7 +848,7 @@ class _Network:
 
 @_quiet_launches
 def gpu_loss_grad(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
-                  hidden_size, block_size, loss_kind):
+                  hidden_size, block_size, loss_kind, parallel=True):
     """Mean loss and its full BPTT gradient on the GPU (see ``_kernels.loss_grad``).
 
     ``params`` may also be ``(M, P)`` (``M`` networks, each on the rows

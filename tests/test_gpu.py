@@ -147,8 +147,8 @@ def test_loss_grad_matches_cpu(gpu, cell, hidden_size, block_size, num_layers,
                                loss_kind):
     prob = Problem(3, cell, hidden_size, block_size, num_layers, loss_kind)
     args = prob.data(with_state0=num_layers == 2)
-    ref_loss, ref_grad = loss_grad(prob.params, *args, SEQ_INDEX, *prob.args)
-    loss, grad = gpu.gpu_loss_grad(prob.params, *args, SEQ_INDEX, *prob.args)
+    ref_loss, ref_grad = loss_grad(prob.params, *args, SEQ_INDEX, *prob.args, True)
+    loss, grad = gpu.gpu_loss_grad(prob.params, *args, SEQ_INDEX, *prob.args, True)
     assert np.linalg.norm(ref_grad) > 1e-3, "weak test: the gradient vanishes"
     assert isinstance(loss, float) and grad.dtype == np.float64
     assert loss == pytest.approx(ref_loss, rel=1e-6, abs=1e-6)
@@ -164,8 +164,8 @@ def test_loss_grad_dtypes_and_weight_memory(gpu, monkeypatch, cell, hidden_size,
         monkeypatch.setattr(config, "LSTMF_GPU_SHARED_BYTES", 0)
     prob = Problem(5, cell, hidden_size, block_size, 2, LOSS_SQUARED, dtype=dtype)
     args = prob.data()
-    ref_loss, ref_grad = loss_grad(prob.params, *args, SEQ_INDEX, *prob.args)
-    loss, grad = gpu.gpu_loss_grad(prob.params, *args, SEQ_INDEX, *prob.args)
+    ref_loss, ref_grad = loss_grad(prob.params, *args, SEQ_INDEX, *prob.args, True)
+    loss, grad = gpu.gpu_loss_grad(prob.params, *args, SEQ_INDEX, *prob.args, True)
     assert grad.dtype == dtype
     assert loss == pytest.approx(ref_loss, rel=TOL[dtype]["rtol"],
                                  abs=TOL[dtype]["atol"])
@@ -182,8 +182,10 @@ def test_forward_matches_cpu(gpu, cell, hidden_size, block_size, num_layers,
         for with_state0 in (False, True):
             args = (prob.layout, prob.X, prob.lengths,
                     prob.state0 if with_state0 else prob.no_state)
-            ref_out, ref_state = forward(prob.params, *args, *prob.args, last_only)
-            out, state = gpu.gpu_forward(prob.params, *args, *prob.args, last_only)
+            ref_out, ref_state = forward(prob.params, *args, *prob.args, last_only,
+                                         True)
+            out, state = gpu.gpu_forward(prob.params, *args, *prob.args, last_only,
+                                         True)
             assert out.shape == ref_out.shape and state.shape == ref_state.shape
             msg = f"loss_kind={loss_kind} state0={with_state0}"
             _close(out, ref_out, np.float64, msg)
@@ -195,7 +197,7 @@ def test_forward_float32(gpu, monkeypatch, memory):
     if memory == "global":
         monkeypatch.setattr(config, "LSTMF_GPU_SHARED_BYTES", 0)
     prob = Problem(8, CELL_LSTM, 3, 1, 2, LOSS_LOGISTIC_XENT, dtype=np.float32)
-    args = (prob.layout, prob.X, prob.lengths, prob.state0, *prob.args, False)
+    args = (prob.layout, prob.X, prob.lengths, prob.state0, *prob.args, False, True)
     ref_out, ref_state = forward(prob.params, *args)
     out, state = gpu.gpu_forward(prob.params, *args)
     assert out.dtype == np.float32
@@ -214,11 +216,12 @@ def test_many_models_match_one_at_a_time(gpu):
                                  prob.state0, *prob.args, True)
     assert losses.shape == (3,) and grads.shape == prob.params.shape
     for m in range(3):
-        ref_loss, ref_grad = loss_grad(prob.params[m], *args, seq[m], *prob.args)
+        ref_loss, ref_grad = loss_grad(prob.params[m], *args, seq[m], *prob.args, True)
         assert losses[m] == pytest.approx(ref_loss, rel=1e-6)
         _close(grads[m], ref_grad, np.float64, f"model {m}")
         ref_out, ref_state = forward(prob.params[m], prob.layout, prob.X,
-                                     prob.lengths, prob.state0, *prob.args, True)
+                                     prob.lengths, prob.state0, *prob.args, True,
+                                     True)
         _close(out[m], ref_out, np.float64, f"model {m}")
         _close(state[m], ref_state, np.float64, f"model {m}")
 
@@ -370,7 +373,7 @@ def test_many_models_train_independently(gpu):
             train_batches(p_ref, prob.layout, prob.X, prob.lengths, prob.Y,
                           prob.mask, prob.no_state, order[m], 4, first, n,
                           *prob.args, OPT_ADAM, o_ref, s_ref, make_hyper(**hyper),
-                          l2_mask, train_mask)
+                          l2_mask, train_mask, True)
         _close(params[m], p_ref, np.float64, f"model {m}")
         _close(opt_state[m], o_ref, np.float64, f"model {m}")
         assert step[m] == s_ref[0] == 3

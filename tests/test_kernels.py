@@ -139,7 +139,7 @@ class Problem:
             np.ascontiguousarray(self.mask, dtype=dtype),
             self.kernel_state0(with_state0, dtype),
             np.ascontiguousarray(seq_index, dtype=np.int64), int(self.cell),
-            int(self.hidden_size), int(self.block_size), int(self.loss_kind))
+            int(self.hidden_size), int(self.block_size), int(self.loss_kind), True)
 
     def kernel_forward(self, with_state0=True, last_only=False, dtype=np.float64):
         return forward(
@@ -147,7 +147,7 @@ class Problem:
             np.ascontiguousarray(self.X, dtype=dtype), self.lengths,
             self.kernel_state0(with_state0, dtype), int(self.cell),
             int(self.hidden_size), int(self.block_size), int(self.loss_kind),
-            bool(last_only))
+            bool(last_only), True)
 
     def naive_loss_grad(self, seq_index=None, with_state0=True, params=None):
         params = self.params if params is None else params
@@ -425,7 +425,7 @@ assert int(lengths.sum()) * P >= _PARALLEL_MIN_WORK
 state0 = np.zeros((0, 1, 2 * H))
 seq_index = rng.permutation(N).astype(np.int64)
 loss, grad = loss_grad(params, layout, X, lengths, Y, mask, state0, seq_index,
-                       CELL_LSTM, H, 1, LOSS_SQUARED)
+                       CELL_LSTM, H, 1, LOSS_SQUARED, True)
 print(numba.get_num_threads())
 print(hashlib.sha256(grad.tobytes() + np.float64(loss).tobytes()).hexdigest())
 """
@@ -483,7 +483,8 @@ def _train(prob, hyper, l2_mask=None, train_mask=None, order=None, batch_size=No
         prob.params, prob.layout, prob.X, prob.lengths, prob.Y, prob.mask,
         prob.no_state, order, int(batch_size), int(first_batch), int(n_batches),
         int(prob.cell), int(prob.hidden_size), int(prob.block_size),
-        int(prob.loss_kind), OPT_SGD, opt_state, step, hyper, l2_mask, train_mask)
+        int(prob.loss_kind), OPT_SGD, opt_state, step, hyper, l2_mask, train_mask,
+        True)
 
 
 def _weights_mask(prob):

@@ -23,10 +23,6 @@ cache) and marks the rest ``slow`` (about 13 min:
 ``python -m pytest -m slow tests/test_reliability.py``). All other subprocesses
 inherit the caller's ``NUMBA_CACHE_DIR`` and load the kernels compiled by the
 in-process tests at the top of this file.
-
-Tests marked ``xfail(strict=True)`` document package bugs found by this file (see the
-reason of each marker); once a bug is fixed the test passes, is reported as XPASS
-(strict), and the marker must go.
 """
 
 from __future__ import annotations
@@ -83,17 +79,8 @@ def _python(code_or_file, *args, env=None, timeout=600, cwd=None):
                           timeout=timeout)
 
 
-class KnownBug(AssertionError):
-    """A failure with the signature of a package bug named in an xfail reason; the
-    markers use ``raises=KnownBug`` so that any other failure still fails."""
-
-
-def _result(proc, known_bug=None):
-    """The JSON object a child printed on its ``RESULT`` line. A failed child whose
-    output contains ``known_bug`` raises :class:`KnownBug`."""
-    if (proc.returncode != 0 and known_bug
-            and known_bug in proc.stderr + proc.stdout):
-        raise KnownBug(proc.stderr[-3000:])
+def _result(proc):
+    """The JSON object a child printed on its ``RESULT`` line."""
     assert proc.returncode == 0, (
         f"child failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}\n"
         f"{proc.stdout[-2000:]}")
@@ -322,13 +309,6 @@ print("RESULT " + json.dumps(out))
 def test_predict_and_fit_from_several_threads(layer):
     env = _env() if layer == "default" else _env(NUMBA_THREADING_LAYER=layer)
     proc = _python(_THREADS_CHILD, env=env, timeout=600)
-    if (layer == "workqueue" and proc.returncode != 0
-            and "Concurrent access has been detected" in proc.stderr):
-        pytest.xfail(
-            "BUG: with Numba's workqueue threading layer (the only one when neither "
-            "TBB nor OpenMP is available, e.g. some macOS/conda setups) two Python "
-            "threads in a parallel kernel abort the whole process. Serialise the "
-            "kernel calls with a lock when numba.threading_layer() == 'workqueue'.")
     res = _result(proc)
     if os.cpu_count() and os.cpu_count() > 1:
         assert res["parallel"], "the threads should exercise the parallel kernels"
@@ -394,19 +374,66 @@ def test_predict_in_worker_processes(method, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(_PROCESS_CHILD)
     proc = _python(script, method, timeout=400, cwd=tmp_path)
-    if (method == "fork" and proc.returncode != 0
-            and "already using GNU OpenMP" in proc.stderr):
-        pytest.xfail(
-            "BUG: after a fit has started Numba's 'omp' threading layer (GNU "
-            "OpenMP, the default on Linux without TBB), a forked worker that "
-            "predicts (parallel kernel) aborts: 'fork() called from a process "
-            "already using GNU OpenMP, this is unsafe'; multiprocessing's default "
-            "start method on Linux. Run the serial path in a forked child (the "
-            "chunking makes it bitwise equal): os.register_at_fork(after_in_child="
-            "...) clearing a flag passed to the kernels, or prefer the 'tbb' layer.")
     res = _result(proc)
     assert res["equal"] == [True] * 4
     assert len(res["worker_layers"]) == 4
+
+
+def _parallel_sized_fit():
+    """Data and a regressor large enough for the kernels' parallel paths."""
+    rng = np.random.default_rng(13)
+    X = rng.normal(size=(64, 20, 1))
+    y = X[:, :3, 0].sum(axis=1)
+    return X, y, LSTMRegressor(hidden_size=8, max_epochs=2, batch_size=32,
+                               random_state=0)
+
+
+def test_serial_path_is_bitwise_equal_to_parallel(monkeypatch):
+    """The path a forked child takes (``parallel=False``) visits the same chunks in
+    the same order: fit and predict give identical bits."""
+    from lstmforecast import _kernels, _threads
+
+    X, y, est = _parallel_sized_fit()
+    if _kernels._n_chunks(64) < 2:
+        pytest.skip("one CPU: the kernels have no parallel path to compare with")
+    parallel = est.fit(X, y)
+    expected_params, expected_pred = parallel.params_.copy(), parallel.predict(X)
+    calls = []
+    original = _kernels.forward
+
+    def forward(*args):
+        calls.append(args[-1])
+        return original(*args)
+
+    monkeypatch.setattr(_threads, "_forked_after_omp", True)
+    monkeypatch.setattr(_kernels, "forward", forward)
+    serial = _parallel_sized_fit()[2].fit(X, y)
+    assert np.array_equal(serial.params_, expected_params)
+    assert np.array_equal(serial.predict(X), expected_pred)
+    assert calls and not any(calls), "the serial path was not taken"
+
+
+def test_blas_thread_limit_restored_after_concurrent_calls():
+    """Kernels held BLAS to one thread from several Python threads at once; the
+    caller's BLAS setting is back once they are done."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import ThreadpoolController
+
+    from lstmforecast import _threads
+
+    X, y, est = _parallel_sized_fit()
+    est.fit(X, y)
+    controller = ThreadpoolController()
+    before = [(m["prefix"], m["num_threads"]) for m in controller.info()
+              if m["user_api"] == "blas"]
+    with ThreadPoolExecutor(4) as ex:
+        preds = list(ex.map(lambda _: est.predict(X), range(16)))
+    after = [(m["prefix"], m["num_threads"]) for m in controller.info()
+             if m["user_api"] == "blas"]
+    assert after == before
+    assert _threads._blas_users == 0
+    assert all(np.array_equal(p, preds[0]) for p in preds)
 
 
 # ============================================================ 4. the Numba cache
@@ -658,6 +685,41 @@ def test_processes_compiling_into_one_empty_cache(cache_case, tmp_path, mode):
     _assert_same_as_parent(cache_case, mode, _result(fourth))
     assert "data loaded from" in fourth.stdout
     assert "data saved to" not in fourth.stdout
+
+
+_STALE_CHILD = r"""
+import json, os, sys
+import numpy as np
+from lstmforecast import _optimizers, _training
+assert os.path.dirname(_training.__file__) == os.environ["RELTEST_EXPECT_PACKAGE"]
+P = 3
+params, grad = np.ones(P), np.array([1.0, 2.0, 3.0])
+_training.apply_update(params, grad, 0.0, _optimizers.OPT_SGD, np.zeros((2, P)),
+                       np.zeros(1, np.int64), _optimizers.make_hyper(0.5),
+                       np.zeros(P), np.ones(P), np.empty(P), np.empty((2, P)))
+print("RESULT " + json.dumps(params.tolist()))
+"""
+
+
+def test_edit_to_a_helper_module_invalidates_its_callers_caches(tmp_path):
+    """Numba keys a cache on the function's own file only: ``apply_update``
+    (``_training.py``) has ``sgd_step`` (``_optimizers.py``) compiled into it. After
+    an edit to ``_optimizers.py`` alone, the cached ``apply_update`` must not run
+    the old step."""
+    package = _copy_package(tmp_path / "src")
+    env = _env(tmp_path / "src", NUMBA_CACHE_DIR=tmp_path / "cache",
+               RELTEST_EXPECT_PACKAGE=package)
+    before = _result(_python(_STALE_CHILD, env=env, cwd=tmp_path / "src"))
+    assert before == [0.5, 0.0, -0.5]          # 1 - 0.5 * grad
+    helper = package / "_optimizers.py"
+    source = helper.read_text()
+    old = "params[p] -= lr * grad[p]"
+    assert source.count(old) == 1
+    stat_before = helper.stat()
+    helper.write_text(source.replace(old, "params[p] -= lr * grad[p] * 2"))
+    after = _result(_python(_STALE_CHILD, env=env, cwd=tmp_path / "src"))
+    assert after == [0.0, -1.0, -2.0]          # 1 - 2 * 0.5 * grad
+    assert stat_before.st_mtime_ns <= helper.stat().st_mtime_ns
 
 
 # ============================================================ 5. memory, bounds
