@@ -46,7 +46,7 @@ def run(X, lengths, Y, M):
     start = time.perf_counter()
     if mode == "truncated":
         train_truncated(params, layout, X, lengths, Y, M, np.zeros(1, np.int64), 1,
-                        0, 1, H, S, 1, True, OPT_SGD, np.zeros((2, P)),
+                        0, 1, cell, H, S, 1, True, OPT_SGD, np.zeros((2, P)),
                         np.zeros(1, np.int64), make_hyper(0.5, 0.0), np.ones(P),
                         np.ones(P))
     elif mode == "bptt":

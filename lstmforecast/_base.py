@@ -146,12 +146,11 @@ class BaseLSTM(BaseEstimator):
                     raise ValueError(f"{name} applies to cell='lstm1997' only")
             if self.hidden_bias == "gates":
                 raise ValueError("hidden_bias='gates' applies to cell='lstm1997' only")
-        if self.gradient == "truncated" and (self.cell != "lstm1997"
-                                             or self.num_layers != 1):
+        if self.gradient == "truncated" and self.num_layers != 1:
             raise ValueError(
-                "gradient='truncated' (the 1997 rule) needs cell='lstm1997' and "
-                "num_layers=1; the forget-gate trace of Gers et al. (2000) is not "
-                "implemented, use gradient='bptt' for cell='lstm'")
+                "gradient='truncated' (the 1997 rule) needs num_layers=1: error "
+                "flows back only through each cell's own state; use gradient='bptt' "
+                "for stacked layers")
         if self.update == "step" and (self.gradient != "truncated"
                                       or self.batch_size != 1):
             raise ValueError("update='step' (a weight update after every target "
@@ -451,8 +450,8 @@ class BaseLSTM(BaseEstimator):
                         # (no BLAS call: O(weights) scalar work per step)
                         losses, sizes, failed = train_truncated(
                             self.params_, self._layout, seqs.X, seqs.lengths, Y, M,
-                            order, batch_size, done, count, hidden, block, loss_kind,
-                            self.update == "step", opt_kind, self._opt_state,
+                            order, batch_size, done, count, cell, hidden, block,
+                            loss_kind, self.update == "step", opt_kind, self._opt_state,
                             self._opt_step, hyper, self._l2_mask, self._train_mask)
                     elif gpu is not None:  # device dispatch
                         losses, sizes, failed = gpu.run(order, batch_size, done, count)

@@ -1,14 +1,18 @@
 """The 1997 paper's truncated, online learning rule (Appendix A.1, eqs. 19-28).
 
-For a single layer of ``lstm1997`` cells. Error reaches the incoming weights of the
-cells and gates but flows back in time only through the constant error carousel: the
-partial derivatives of each cell state with respect to its cell-input and input-gate
-weights are carried forward as traces (RTRL-style) and updated at every step. Cost
-O(weights) per time step and memory O(weights), independent of the sequence length:
-no history is stored.
+For a single layer of ``lstm1997`` cells, and of ``lstm`` cells (with a forget gate)
+using the matching traces of Gers, Schmidhuber & Cummins (2000), "Learning to
+forget". Error reaches the incoming weights of the cells and gates but flows back in
+time only through the constant error carousel (the cell state): the partial
+derivatives of each cell state with respect to the weights of the units that feed
+it (cell input and input gate; for ``lstm`` also the forget gate) are carried
+forward as traces (RTRL-style) and updated at every step. Cost O(weights) per time
+step and memory O(weights), independent of the sequence length: no history is
+stored.
 
-Each unit's sources are ``[x_t (D), r_{t-1} (U), 1]``; the output layer sees the cells
-of the same step. Traces start at zero with each sequence (activations are reset).
+Each unit's sources are ``[x_t (D), r_{t-1} (R), 1]``; the output layer sees the
+cells of the same step. Traces start at zero with each sequence (activations are
+reset), or are carried along a stream by :func:`truncated_stream`.
 """
 
 from __future__ import annotations
@@ -24,20 +28,32 @@ _JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil":
 
 
 @njit(inline="always", **_JIT)
-def _add_row(grad, off_wih, off_whh, off_b, D, n_units, u, scale, src):
-    """``grad[row u] += scale * src`` for one unit's weight_ih, weight_hh and bias."""
+def _add_row(grad, off_wih, off_whh, off_b, off_b2, D, n_rec, u, scale, src):
+    """``grad[row u] += scale * src`` for one unit's weight_ih, weight_hh and bias
+    (both biases for ``cell="lstm"``, whose two bias vectors act as one)."""
     for m in range(D):
         grad[off_wih + u * D + m] += scale * src[m]
-    for m in range(n_units):
-        grad[off_whh + u * n_units + m] += scale * src[D + m]
-    grad[off_b + u] += scale * src[D + n_units]
+    for m in range(n_rec):
+        grad[off_whh + u * n_rec + m] += scale * src[D + m]
+    grad[off_b + u] += scale * src[D + n_rec]
+    if off_b2 >= 0:
+        grad[off_b2 + u] += scale * src[D + n_rec]
 
 
 @njit(**_JIT)
-def _truncated_sequence(params, layout, X, length, Y, mask, hidden_size, block_size,
-                        loss_kind, grad, step_update, opt_kind, opt_state, step,
-                        hyper, l2_mask, train_mask, params_before, state_before):
-    """Run one sequence, adding the truncated gradient to ``grad``.
+def _truncated_sequence(params, layout, X, length, Y, mask, cell, hidden_size,
+                        block_size, loss_kind, grad, step_update, opt_kind, opt_state,
+                        step, hyper, l2_mask, train_mask, params_before, state_before,
+                        r_prev, c_prev, traces):
+    """Run one sequence from the state ``r_prev (R, 1)``, ``c_prev (H, 1)`` and the
+    traces ``traces (3, H, n_src)``, adding the truncated gradient to ``grad``.
+
+    The state and traces are updated in place (zero them to start a sequence; keep
+    them to continue a stream). ``cell="lstm1997"`` (code 1) uses the paper's
+    traces (eqs. 25 and 27: ``traces[0]`` for the input gates, ``traces[1]`` for the
+    cell inputs); ``cell="lstm"`` (code 0) those of Gers et al. (2000), decayed by
+    the forget gate, for the input gate, the forget gate and the cell input
+    (``traces[0..2]``). Output gates get the immediate term only.
 
     With ``step_update`` the optimizer is applied after every step that has a target
     (``grad`` then holds only that step's contribution and is cleared after each
@@ -45,21 +61,20 @@ def _truncated_sequence(params, layout, X, length, Y, mask, hidden_size, block_s
     finite (the parameters are then as before that update).
     """
     H = hidden_size
+    lstm = cell == 0
     n_blocks = H // block_size
-    n_units = H + 2 * n_blocks
+    n_units = 4 * H if lstm else H + 2 * n_blocks
+    n_rec = r_prev.shape[0]
     D = X.shape[1]
-    n_src = D + n_units + 1
+    n_src = D + n_rec + 1
     n_out = Y.shape[1]
     dt = params.dtype
     off_wih = layout[0, 0]
     off_whh = layout[0, 1]
     off_b = layout[0, 2]
+    off_b2 = layout[0, 3]
     src = np.empty(n_src, dtype=dt)
-    trace_in = np.zeros((H, n_src), dtype=dt)
-    trace_c = np.zeros((H, n_src), dtype=dt)
-    r_prev = np.zeros((n_units, 1), dtype=dt)
-    c_prev = np.zeros((H, 1), dtype=dt)
-    r = np.empty((n_units, 1), dtype=dt)
+    r = np.empty((n_rec, 1), dtype=dt)
     c = np.empty((H, 1), dtype=dt)
     act = np.empty((n_units, 1), dtype=dt)
     active = np.ones(1, dtype=np.int8)
@@ -73,21 +88,36 @@ def _truncated_sequence(params, layout, X, length, Y, mask, hidden_size, block_s
         x = X[t].reshape((D, 1))
         for m in range(D):
             src[m] = X[t, m]
-        for m in range(n_units):
+        for m in range(n_rec):
             src[D + m] = r_prev[m, 0]
         src[n_src - 1] = 1.0
-        _layer_forward(params, layout, 0, 1, H, block_size, x, r_prev, c_prev, active,
-                       act, c, r)
-        # eqs. 25 and 27: carry d s_c / d w forward for the input-gate and cell rows
-        for k in range(H):
-            j = k // block_size
-            yin = act[H + j, 0]
-            gk = act[k, 0]
-            a_in = gk * yin * (1.0 - yin)
-            a_c = (1.0 - 0.25 * gk * gk) * yin
-            for m in range(n_src):
-                trace_in[k, m] += a_in * src[m]
-                trace_c[k, m] += a_c * src[m]
+        _layer_forward(params, layout, 0, cell, H, block_size, x, r_prev, c_prev,
+                       active, act, c, r)
+        if lstm:
+            # Gers et al. (2000): s = f s_prev + i g, so each trace decays by f
+            for k in range(H):
+                gi = act[k, 0]
+                gf = act[H + k, 0]
+                gg = act[2 * H + k, 0]
+                a_i = gg * gi * (1.0 - gi)
+                a_f = c_prev[k, 0] * gf * (1.0 - gf)
+                a_g = gi * (1.0 - gg * gg)
+                for m in range(n_src):
+                    traces[0, k, m] = gf * traces[0, k, m] + a_i * src[m]
+                    traces[1, k, m] = gf * traces[1, k, m] + a_f * src[m]
+                    traces[2, k, m] = gf * traces[2, k, m] + a_g * src[m]
+        else:
+            # eqs. 25 and 27: carry d s_c / d w forward for the input-gate and cell
+            # rows
+            for k in range(H):
+                j = k // block_size
+                yin = act[H + j, 0]
+                gk = act[k, 0]
+                a_in = gk * yin * (1.0 - yin)
+                a_c = (1.0 - 0.25 * gk * gk) * yin
+                for m in range(n_src):
+                    traces[0, k, m] += a_in * src[m]
+                    traces[1, k, m] += a_c * src[m]
         w = mask[t]
         if w != 0.0:
             for k in range(n_out):
@@ -96,30 +126,41 @@ def _truncated_sequence(params, layout, X, length, Y, mask, hidden_size, block_s
             # eq. 19 and the head's update: delta at the output, dy at the cells
             loss += _head_loss_grad(params, layout, loss_kind, r[:H], target, weight,
                                     logits, grad, dy)
-            for k in range(H):
-                j = k // block_size
-                hs = np.tanh(0.5 * c[k, 0])
-                ds[k] = act[H + n_blocks + j, 0] * 0.5 * (1.0 - hs * hs) * dy[k, 0]
-            for j in range(n_blocks):
-                # eqs. 21-22: output gates, immediate term only
-                yout = act[H + n_blocks + j, 0]
-                d_out = 0.0
-                for v in range(block_size):
-                    k = j * block_size + v
-                    d_out += np.tanh(0.5 * c[k, 0]) * dy[k, 0]
-                d_out *= yout * (1.0 - yout)
-                _add_row(grad, off_wih, off_whh, off_b, D, n_units, H + n_blocks + j,
-                         d_out, src)
-                # eq. 26: input gates, through the traces of the block's cells
-                u = H + j
-                for v in range(block_size):
-                    k = j * block_size + v
-                    _add_row(grad, off_wih, off_whh, off_b, D, n_units, u,
-                                   ds[k], trace_in[k])
-            # eq. 28: cell inputs
-            for k in range(H):
-                _add_row(grad, off_wih, off_whh, off_b, D, n_units, k, ds[k],
-                               trace_c[k])
+            if lstm:
+                for k in range(H):
+                    go = act[3 * H + k, 0]
+                    hs = np.tanh(c[k, 0])
+                    ds[k] = go * (1.0 - hs * hs) * dy[k, 0]
+                    _add_row(grad, off_wih, off_whh, off_b, off_b2, D, n_rec,
+                             3 * H + k, hs * go * (1.0 - go) * dy[k, 0], src)
+                    for q in range(3):
+                        _add_row(grad, off_wih, off_whh, off_b, off_b2, D, n_rec,
+                                 q * H + k, ds[k], traces[q, k])
+            else:
+                for k in range(H):
+                    j = k // block_size
+                    hs = np.tanh(0.5 * c[k, 0])
+                    ds[k] = (act[H + n_blocks + j, 0] * 0.5 * (1.0 - hs * hs)
+                             * dy[k, 0])
+                for j in range(n_blocks):
+                    # eqs. 21-22: output gates, immediate term only
+                    yout = act[H + n_blocks + j, 0]
+                    d_out = 0.0
+                    for v in range(block_size):
+                        k = j * block_size + v
+                        d_out += np.tanh(0.5 * c[k, 0]) * dy[k, 0]
+                    d_out *= yout * (1.0 - yout)
+                    _add_row(grad, off_wih, off_whh, off_b, off_b2, D, n_rec,
+                             H + n_blocks + j, d_out, src)
+                    # eq. 26: input gates, through the traces of the block's cells
+                    for v in range(block_size):
+                        k = j * block_size + v
+                        _add_row(grad, off_wih, off_whh, off_b, off_b2, D, n_rec,
+                                 H + j, ds[k], traces[0, k])
+                # eq. 28: cell inputs
+                for k in range(H):
+                    _add_row(grad, off_wih, off_whh, off_b, off_b2, D, n_rec, k,
+                             ds[k], traces[1, k])
             if step_update:
                 _, ok = apply_update(params, grad, 0.0, opt_kind, opt_state, step,
                                      hyper, l2_mask, train_mask, params_before,
@@ -133,8 +174,18 @@ def _truncated_sequence(params, layout, X, length, Y, mask, hidden_size, block_s
 
 
 @njit(**_JIT)
-def truncated_loss_grad(params, layout, X, lengths, Y, mask, seq_index, hidden_size,
-                        block_size, loss_kind):
+def _fresh_state(params, X, cell, hidden_size, block_size):
+    """Zero state and traces for one sequence: ``(r (R, 1), c (H, 1), traces)``."""
+    H = hidden_size
+    n_rec = H if cell == 0 else H + 2 * (H // block_size)
+    dt = params.dtype
+    return (np.zeros((n_rec, 1), dtype=dt), np.zeros((H, 1), dtype=dt),
+            np.zeros((3, H, X.shape[2] + n_rec + 1), dtype=dt))
+
+
+@njit(**_JIT)
+def truncated_loss_grad(params, layout, X, lengths, Y, mask, seq_index, cell,
+                        hidden_size, block_size, loss_kind):
     """Mean loss and the truncated gradient over ``seq_index`` (no update).
 
     Same normalisation as :func:`lstmforecast._kernels.loss_grad`: sums over target
@@ -153,10 +204,11 @@ def truncated_loss_grad(params, layout, X, lengths, Y, mask, seq_index, hidden_s
         b = seq_index[i]
         for t in range(lengths[b]):
             weight_total += mask[b, t]
+        r, c, traces = _fresh_state(params, X, cell, hidden_size, block_size)
         seq_loss, _ = _truncated_sequence(
-            params, layout, X[b], lengths[b], Y[b], mask[b], hidden_size, block_size,
-            loss_kind, grad, False, 0, dummy_state, dummy_step, hyper, ones, ones,
-            before, state_before)
+            params, layout, X[b], lengths[b], Y[b], mask[b], cell, hidden_size,
+            block_size, loss_kind, grad, False, 0, dummy_state, dummy_step, hyper,
+            ones, ones, before, state_before, r, c, traces)
         loss += seq_loss
     if weight_total > 0.0:
         loss /= weight_total
@@ -167,8 +219,8 @@ def truncated_loss_grad(params, layout, X, lengths, Y, mask, seq_index, hidden_s
 
 @njit(**_JIT)
 def train_truncated(params, layout, X, lengths, Y, mask, order, batch_size,
-                    first_batch, n_batches, hidden_size, block_size, loss_kind,
-                    step_update, opt_kind, opt_state, step, hyper, l2_mask,
+                    first_batch, n_batches, cell, hidden_size, block_size,
+                    loss_kind, step_update, opt_kind, opt_state, step, hyper, l2_mask,
                     train_mask):
     """Train with the truncated rule; same contract as
     :func:`lstmforecast._training.train_batches`.
@@ -195,10 +247,12 @@ def train_truncated(params, layout, X, lengths, Y, mask, order, batch_size,
                 for t in range(lengths[b]):
                     weight_total += mask[b, t]
                 grad[:] = 0.0
+                r, c, traces = _fresh_state(params, X, cell, hidden_size, block_size)
                 seq_loss, ok = _truncated_sequence(
-                    params, layout, X[b], lengths[b], Y[b], mask[b], hidden_size,
-                    block_size, loss_kind, grad, True, opt_kind, opt_state, step,
-                    hyper, l2_mask, train_mask, params_before, state_before)
+                    params, layout, X[b], lengths[b], Y[b], mask[b], cell,
+                    hidden_size, block_size, loss_kind, grad, True, opt_kind,
+                    opt_state, step, hyper, l2_mask, train_mask, params_before,
+                    state_before, r, c, traces)
                 loss += seq_loss
                 if not ok or not np.isfinite(seq_loss):
                     losses[i] = seq_loss
@@ -206,8 +260,8 @@ def train_truncated(params, layout, X, lengths, Y, mask, order, batch_size,
             losses[i] = loss / weight_total if weight_total > 0.0 else 0.0
         else:
             loss, g = truncated_loss_grad(params, layout, X, lengths, Y, mask,
-                                          order[start:stop], hidden_size, block_size,
-                                          loss_kind)
+                                          order[start:stop], cell, hidden_size,
+                                          block_size, loss_kind)
             loss, ok = apply_update(params, g, loss, opt_kind, opt_state, step,
                                     hyper, l2_mask, train_mask, params_before,
                                     state_before)
@@ -215,6 +269,35 @@ def train_truncated(params, layout, X, lengths, Y, mask, order, batch_size,
             if not ok:
                 return losses, sizes, i
     return losses, sizes, -1
+
+
+@njit(**_JIT)
+def truncated_stream(params, layout, X, Y, mask, cell, hidden_size, block_size,
+                     loss_kind, opt_kind, opt_state, step, hyper, l2_mask, train_mask,
+                     r, c, traces):
+    """Continue one stream by ``X.shape[0]`` steps: O(weights) time per step.
+
+    ``r (R, 1)``, ``c (H, 1)`` and ``traces (3, H, n_src)`` carry the stream's state
+    and traces between calls (updated in place). Each step with ``mask[t] != 0`` is
+    followed by an optimizer update from that step's truncated gradient (the paper's
+    online rule); with an all-zero mask the weights do not change and the call only
+    advances the state and traces.
+
+    Returns
+    -------
+    loss : float
+        Mask-weighted loss of the target steps before their updates.
+    ok : bool
+        False when an update was not finite; the parameters are then as before that
+        update and the call stops there.
+    """
+    grad = np.zeros_like(params)
+    params_before = np.empty_like(params)
+    state_before = np.empty_like(opt_state)
+    return _truncated_sequence(params, layout, X, X.shape[0], Y, mask, cell,
+                               hidden_size, block_size, loss_kind, grad, True,
+                               opt_kind, opt_state, step, hyper, l2_mask, train_mask,
+                               params_before, state_before, r, c, traces)
 
 
 # Corrupt or unwritable cache files recompile instead of failing.

@@ -286,3 +286,72 @@ def naive_truncated_online(params, input_size, hidden_size, n_outputs, block_siz
             _target_step_grad(net, grads, step, dS_in, dS_c, M[t] * d_a)
             params -= learning_rate * g_t               # in place: views follow
     return params
+
+
+# ----------------------------------------------------------------------------------
+# cell="lstm": the forget-gate traces of Gers, Schmidhuber & Cummins (2000)
+# ----------------------------------------------------------------------------------
+
+
+def naive_truncated_lstm_loss_grad(params, input_size, hidden_size, n_outputs,
+                                   loss_kind, X_list, Y_list, M_list):
+    """The truncated gradient of a single-layer ``cell="lstm"`` network.
+
+    ``c_t = f c_{t-1} + i g`` and ``h_t = o tanh(c_t)`` (torch's equations, gates
+    i, f, g, o). As in the 1997 rule, error reaches the past only through ``c``:
+    ``d c_t / d w`` for the rows of ``u in {i, f, g}`` is carried forward as
+
+    ``dC_u(t) = f_t dC_u(t-1) + (d c_t / d net_u) * source_t`` with
+    ``d c / d net_i = g i (1-i)``, ``d c / d net_f = c_{t-1} f (1-f)``,
+    ``d c / d net_g = i (1 - g^2)``,
+
+    and the output gate gets its immediate term. Sources are ``[x_t, h_{t-1}, 1]``;
+    the two bias vectors get the same gradient. Returns ``(loss, grad)`` normalised
+    like :func:`naive_truncated_loss_grad`.
+    """
+    from lstmforecast._layout import CELL_LSTM
+
+    _check_loss_kind(loss_kind)
+    params = np.asarray(params, dtype=np.float64)
+    D, H, K = int(input_size), int(hidden_size), int(n_outputs)
+    blocks = unpack(params, CELL_LSTM, D, H, 1, K, 1)
+    grad = np.zeros_like(params)
+    grads = unpack(grad, CELL_LSTM, D, H, 1, K, 1)
+    W_ih, W_hh = blocks["weight_ih_l0"], blocks["weight_hh_l0"]
+    bias = blocks["bias_ih_l0"] + blocks["bias_hh_l0"]
+    W, b = blocks["head.weight"], blocks["head.bias"]
+    total_weight = float(sum(np.sum(m) for m in M_list))
+    loss = 0.0
+    for X, Y, M in zip(X_list, Y_list, M_list):
+        h, c = np.zeros(H), np.zeros(H)
+        traces = {u: np.zeros((H, D + H + 1)) for u in "ifg"}
+        for t in range(X.shape[0]):
+            source = np.concatenate([X[t], h, [1.0]])
+            z = W_ih @ X[t] + W_hh @ h + bias
+            i, f = _sigmoid(z[:H]), _sigmoid(z[H:2 * H])
+            g, o = np.tanh(z[2 * H:3 * H]), _sigmoid(z[3 * H:])
+            c_new = f * c + i * g
+            slope = {"i": g * i * (1 - i), "f": c * f * (1 - f), "g": i * (1 - g * g)}
+            for u in "ifg":
+                traces[u] = f[:, None] * traces[u] + np.outer(slope[u], source)
+            c = c_new
+            h = o * np.tanh(c)
+            if M[t] == 0:
+                continue
+            step_loss, d_a = _step_loss_and_grad(W @ h + b, Y[t], loss_kind)
+            loss += M[t] * step_loss
+            d_a = M[t] * d_a
+            grads["head.weight"] += np.outer(d_a, h)
+            grads["head.bias"] += d_a
+            dh = W.T @ d_a
+            ds = dh * o * (1 - np.tanh(c) ** 2)
+            rows = {"i": slice(0, H), "f": slice(H, 2 * H), "g": slice(2 * H, 3 * H)}
+            d_rows = np.zeros((4 * H, D + H + 1))
+            for u in "ifg":
+                d_rows[rows[u]] = ds[:, None] * traces[u]
+            d_rows[3 * H:] = np.outer(dh * np.tanh(c) * o * (1 - o), source)
+            grads["weight_ih_l0"] += d_rows[:, :D]
+            grads["weight_hh_l0"] += d_rows[:, D:D + H]
+            grads["bias_ih_l0"] += d_rows[:, -1]
+            grads["bias_hh_l0"] += d_rows[:, -1]
+    return loss / total_weight, grad / total_weight

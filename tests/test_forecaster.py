@@ -597,8 +597,9 @@ BAD_INPUTS = {
                                   _Y, None, "'calibration_size'"),
     "invalid regressor parameter": (lambda y, X: _fc(hidden_size=0).fit(y), _Y,
                                     None, "'hidden_size'"),
-    "truncated gradient with cell='lstm'": (
-        lambda y, X: _fc(gradient="truncated").fit(y), _Y, None, "truncated"),
+    "truncated gradient with two layers": (
+        lambda y, X: _fc(gradient="truncated", num_layers=2).fit(y), _Y, None,
+        "num_layers=1"),
     "log with non-positive y": (lambda y, X: _fc(log=True).fit(y), _Y - 10, None,
                                 "log=True needs strictly positive"),
     "log with non-positive update": (

@@ -630,7 +630,7 @@ def _run_read_only(case, mode, tmp_path, scenario):
 def test_unwritable_cache_still_fits_and_predicts(cache_case, tmp_path, scenario,
                                                   mode):
     proc, package = _run_read_only(cache_case, mode, tmp_path, scenario)
-    res = _result(proc, known_bug="no locator available")
+    res = _result(proc)
     _assert_same_as_parent(cache_case, mode, res, package)
 
 
@@ -651,8 +651,7 @@ def test_corrupt_cache_files_are_recompiled(cache_case, tmp_path, mode):
     for path in files:
         size = max(path.stat().st_size, 64)
         path.write_bytes(b"\x80\x05garbage" + garbage.bytes(size))
-    second = _result(_cache_run(cache_case, mode, cache),
-                     known_bug=os.path.join("core", "caching.py"))
+    second = _result(_cache_run(cache_case, mode, cache))
     assert second == first
 
 

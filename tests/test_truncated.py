@@ -4,19 +4,33 @@ import numpy as np
 import pytest
 
 from lstmforecast import _layout
+from lstmforecast._kernels import loss_grad
 from lstmforecast._optimizers import OPT_SGD, make_hyper
-from lstmforecast._truncated import train_truncated, truncated_loss_grad
+from lstmforecast._truncated import (
+    _fresh_state,
+    train_truncated,
+    truncated_loss_grad,
+    truncated_stream,
+)
 
 try:
-    from naive_truncated import naive_truncated_loss_grad, naive_truncated_online
+    from naive_truncated import (
+        naive_truncated_loss_grad,
+        naive_truncated_lstm_loss_grad,
+        naive_truncated_online,
+    )
 except ImportError:  # tests/ imported as a package
-    from tests.naive_truncated import naive_truncated_loss_grad, naive_truncated_online
+    from tests.naive_truncated import (
+        naive_truncated_loss_grad,
+        naive_truncated_lstm_loss_grad,
+        naive_truncated_online,
+    )
 
 CELL = _layout.CELL_LSTM1997
 
 
-def _problem(rng, D, H, S, K, lengths, loss_kind, dtype=np.float64):
-    layout, n_params = _layout.make_layout(CELL, D, H, 1, K, S)
+def _problem(rng, D, H, S, K, lengths, loss_kind, dtype=np.float64, cell=CELL):
+    layout, n_params = _layout.make_layout(cell, D, H, 1, K, S)
     params = rng.uniform(-0.5, 0.5, n_params)
     N, T = len(lengths), max(lengths)
     X = np.zeros((N, T, D))
@@ -44,7 +58,7 @@ def test_truncated_gradient_matches_oracle(block_size, hidden, loss_kind):
     layout, p, X, lengths, Y, M = _problem(rng, D, hidden, block_size, K, [6, 1, 4],
                                            loss_kind)
     order = np.array([2, 0, 1], dtype=np.int64)
-    loss, grad = truncated_loss_grad(p, layout, X, lengths, Y, M, order, hidden,
+    loss, grad = truncated_loss_grad(p, layout, X, lengths, Y, M, order, 1, hidden,
                                      block_size, loss_kind)
     ref_loss, ref_grad = naive_truncated_loss_grad(
         p, D, hidden, K, block_size, loss_kind,
@@ -58,10 +72,10 @@ def test_float32_agrees_with_float64():
     rng = np.random.default_rng(3)
     layout, p, X, lengths, Y, M = _problem(rng, 2, 4, 2, 1, [7, 5], 1)
     order = np.arange(2, dtype=np.int64)
-    loss64, grad64 = truncated_loss_grad(p, layout, X, lengths, Y, M, order, 4, 2, 1)
+    loss64, grad64 = truncated_loss_grad(p, layout, X, lengths, Y, M, order, 1, 4, 2, 1)
     loss32, grad32 = truncated_loss_grad(
         p.astype(np.float32), layout, X.astype(np.float32), lengths,
-        Y.astype(np.float32), M.astype(np.float32), order, 4, 2, 1)
+        Y.astype(np.float32), M.astype(np.float32), order, 1, 4, 2, 1)
     assert grad32.dtype == np.float32
     np.testing.assert_allclose(loss32, loss64, rtol=1e-4)
     assert np.linalg.norm(grad32 - grad64) <= 1e-4 * np.linalg.norm(grad64)
@@ -78,8 +92,8 @@ def test_step_updates_match_online_oracle(loss_kind):
     step = np.zeros(1, dtype=np.int64)
     ones = np.ones_like(p)
     losses, sizes, failed = train_truncated(
-        params, layout, X, lengths, Y, M, np.zeros(1, dtype=np.int64), 1, 0, 1, H, S,
-        loss_kind, True, OPT_SGD, opt_state, step, make_hyper(lr, momentum=0.0),
+        params, layout, X, lengths, Y, M, np.zeros(1, dtype=np.int64), 1, 0, 1, 1, H,
+        S, loss_kind, True, OPT_SGD, opt_state, step, make_hyper(lr, momentum=0.0),
         ones, ones)
     assert failed == -1
     assert step[0] == np.count_nonzero(M[0])
@@ -90,10 +104,10 @@ def test_sequence_update_is_one_sgd_step_with_the_batch_gradient():
     rng = np.random.default_rng(8)
     layout, p, X, lengths, Y, M = _problem(rng, 2, 4, 2, 1, [5, 3, 6], 1)
     order = np.arange(3, dtype=np.int64)
-    _, grad = truncated_loss_grad(p, layout, X, lengths, Y, M, order, 4, 2, 1)
+    _, grad = truncated_loss_grad(p, layout, X, lengths, Y, M, order, 1, 4, 2, 1)
     params = p.copy()
     ones = np.ones_like(p)
-    train_truncated(params, layout, X, lengths, Y, M, order, 3, 0, 1, 4, 2, 1, False,
+    train_truncated(params, layout, X, lengths, Y, M, order, 3, 0, 1, 1, 4, 2, 1, False,
                     OPT_SGD, np.zeros((2, p.size)), np.zeros(1, dtype=np.int64),
                     make_hyper(0.5, momentum=0.0), ones, ones)
     np.testing.assert_allclose(params, p - 0.5 * grad, rtol=1e-12)
@@ -106,8 +120,103 @@ def test_divergence_is_reported_and_rolled_back():
     params = p.copy()
     ones = np.ones_like(p)
     _, _, failed = train_truncated(
-        params, layout, X, lengths, Y, M, np.zeros(1, dtype=np.int64), 1, 0, 1, 4, 2,
-        0, True, OPT_SGD, np.zeros((2, p.size)), np.zeros(1, dtype=np.int64),
+        params, layout, X, lengths, Y, M, np.zeros(1, dtype=np.int64), 1, 0, 1, 1, 4,
+        2, 0, True, OPT_SGD, np.zeros((2, p.size)), np.zeros(1, dtype=np.int64),
         make_hyper(0.1, momentum=0.0), ones, ones)
     assert failed == 0
     assert np.all(np.isfinite(params))
+
+
+# ------------------------------------------------- cell="lstm": Gers et al. (2000)
+@pytest.mark.parametrize("loss_kind", [0, 1, 2, 3])
+def test_lstm_truncated_gradient_matches_forget_gate_oracle(loss_kind):
+    rng = np.random.default_rng(20 + loss_kind)
+    D, H, K = 2, 3, 2
+    layout, p, X, lengths, Y, M = _problem(rng, D, H, 1, K, [7, 2, 5], loss_kind,
+                                           cell=_layout.CELL_LSTM)
+    order = np.array([1, 2, 0], dtype=np.int64)
+    loss, grad = truncated_loss_grad(p, layout, X, lengths, Y, M, order,
+                                     _layout.CELL_LSTM, H, 1, loss_kind)
+    ref_loss, ref_grad = naive_truncated_lstm_loss_grad(
+        p, D, H, K, loss_kind, [X[b, :lengths[b]] for b in order],
+        [Y[b, :lengths[b]] for b in order], [M[b, :lengths[b]] for b in order])
+    assert np.linalg.norm(ref_grad) > 1e-3
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-10)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell, H, S", [(_layout.CELL_LSTM, 3, 1),
+                                        (_layout.CELL_LSTM1997, 4, 2)],
+                         ids=["lstm", "lstm1997"])
+def test_truncated_is_the_full_gradient_without_recurrent_weights(cell, H, S):
+    """With ``weight_hh = 0`` the past reaches the loss only through the cell
+    state, so the truncation drops nothing: the rule equals full BPTT (whose own
+    tests are the NumPy oracle and finite differences)."""
+    rng = np.random.default_rng(31 + cell)
+    D, K = 2, 1
+    layout, p, X, lengths, Y, M = _problem(rng, D, H, S, K, [6, 4], 0, cell=cell)
+    R = _layout.recurrent_size(cell, H, S)
+    U = _layout.n_units(cell, H, S)
+    p[layout[0, 1]:layout[0, 1] + U * R] = 0.0
+    order = np.arange(2, dtype=np.int64)
+    loss, grad = truncated_loss_grad(p, layout, X, lengths, Y, M, order, cell, H, S,
+                                     0)
+    ref_loss, ref_grad = loss_grad(p, layout, X, lengths, Y, M, np.zeros((0, 1, 1)),
+                                   order, cell, H, S, 0, False)
+    assert np.linalg.norm(grad[layout[0, 1]:layout[0, 1] + U * R]) > 1e-4
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell, H, S", [(_layout.CELL_LSTM, 3, 1),
+                                        (_layout.CELL_LSTM1997, 4, 2)],
+                         ids=["lstm", "lstm1997"])
+def test_stream_in_pieces_equals_one_online_pass(cell, H, S):
+    """Carrying state and traces across :func:`truncated_stream` calls gives what
+    one sequence trained on-line (``update="step"``) gives."""
+    rng = np.random.default_rng(41 + cell)
+    D, K, T, lr = 2, 1, 12, 0.2
+    layout, p, X, lengths, Y, M = _problem(rng, D, H, S, K, [T], 0, cell=cell)
+    ones = np.ones_like(p)
+    expected = p.copy()
+    train_truncated(expected, layout, X, lengths, Y, M, np.zeros(1, dtype=np.int64),
+                    1, 0, 1, cell, H, S, 0, True, OPT_SGD, np.zeros((2, p.size)),
+                    np.zeros(1, dtype=np.int64), make_hyper(lr, momentum=0.0), ones,
+                    ones)
+    params = p.copy()
+    r, c, traces = _fresh_state(p, X, cell, H, S)
+    step = np.zeros(1, dtype=np.int64)
+    for lo, hi in ((0, 5), (5, 6), (6, T)):
+        loss, ok = truncated_stream(params, layout, X[0, lo:hi], Y[0, lo:hi],
+                                    M[0, lo:hi], cell, H, S, 0, OPT_SGD,
+                                    np.zeros((2, p.size)), step,
+                                    make_hyper(lr, momentum=0.0), ones, ones, r, c,
+                                    traces)
+        assert ok and np.isfinite(loss)
+    assert step[0] == np.count_nonzero(M[0])
+    assert not np.array_equal(params, p)
+    np.testing.assert_allclose(params, expected, rtol=1e-12, atol=1e-14)
+    # an all-zero mask only advances the state and traces
+    frozen = params.copy()
+    truncated_stream(params, layout, X[0], Y[0], np.zeros(T), cell, H, S, 0, OPT_SGD,
+                     np.zeros((2, p.size)), step, make_hyper(lr, momentum=0.0), ones,
+                     ones, r, c, traces)
+    assert np.array_equal(params, frozen)
+
+
+def test_lstm_regressor_learns_with_the_truncated_rule():
+    """Recall the value marked somewhere in the sequence: a task the cell state
+    alone can carry, so the truncated rule learns it with ``cell="lstm"`` too."""
+    from lstmforecast import LSTMRegressor
+
+    rng = np.random.default_rng(5)
+    N, T = 200, 10
+    X = np.zeros((N, T, 2))
+    X[:, :, 0] = rng.uniform(-1, 1, (N, T))
+    marked = rng.integers(0, T - 3, N)
+    X[np.arange(N), marked, 1] = 1.0
+    y = X[np.arange(N), marked, 0]
+    est = LSTMRegressor(hidden_size=6, gradient="truncated", learning_rate=0.02,
+                        batch_size=16, max_epochs=40, random_state=0,
+                        early_stopping=False).fit(X, y)
+    assert np.mean((est.predict(X) - y) ** 2) < 0.02 * np.var(y)
