@@ -105,6 +105,7 @@ from numpy.lib import format as npy_format
 from sklearn.utils.validation import check_is_fitted
 
 from . import _layout
+from ._layout import recurrent_size
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Codec", "ModelFileError",
            "dump_nested", "expected_nested", "load", "register", "restore_nested",
@@ -734,11 +735,14 @@ class ForecasterCodec(Codec):
     ``x_center_``, ``x_scale_`` (``(n_covariates,)``, only with covariates),
     ``calibration_residuals_`` (``(n_calibration, horizon, n_targets)``),
     ``_y_buf`` / ``_x_buf`` (the last ``min(n_obs, difference + window + horizon)``
-    observations and covariates) and the regressor's arrays (``regressor_.*``).
-    ``fitted`` holds the regressor's entry, the counts, the names, the input kind
-    (``_y_meta``) and the index (``{"type": "datetime", "freq": "MS", "cutoff":
-    "1960-12-01T00:00:00", "tz": null, "unit": "ns"}``, a period's ordinal and
-    frequency, a range's step and last label, or an array's last position).
+    observations and covariates), for ``stateful=True`` the carried stream
+    ``_stream_r`` ``(R, 1)``, ``_stream_c`` ``(H, 1)`` and ``_stream_traces``
+    ``(3, H, input_size + R + 1)`` in the network's dtype, and the regressor's
+    arrays (``regressor_.*``). ``fitted`` holds the regressor's entry, the counts,
+    the names, the input kind (``_y_meta``) and the index (``{"type": "datetime",
+    "freq": "MS", "cutoff": "1960-12-01T00:00:00", "tz": null, "unit": "ns"}``, a
+    period's ordinal and frequency, a range's step and last label, or an array's
+    last position).
     """
 
     name = "LSTMForecaster"
@@ -749,7 +753,9 @@ class ForecasterCodec(Codec):
     _STATE = ("calibration_residuals_", "n_targets_", "n_covariates_",
               "target_names_", "covariate_names_", "n_train_windows_",
               "n_calibration_", "n_obs_", "_y_meta", "_index", "freq_", "cutoff_",
-              "_y_buf", "_x_buf", "y_center_", "y_scale_", "x_center_", "x_scale_")
+              "_y_buf", "_x_buf", "y_center_", "y_scale_", "x_center_", "x_scale_",
+              "_stream_r", "_stream_c", "_stream_traces")
+    _STREAM = ("_stream_r", "_stream_c", "_stream_traces")
 
     def attributes(self):
         return {"regressor_", *self._STATE}
@@ -792,6 +798,9 @@ class ForecasterCodec(Codec):
                 "x_scale_": np.asarray(est.x_scale_, dtype=np.float64),
                 "_x_buf": np.asarray(est._x_buf, dtype=np.float64),
             })
+        if est.stateful:
+            arrays.update({name: np.asarray(getattr(est, name))
+                           for name in self._STREAM})
         return fitted, arrays
 
     # -- load
@@ -816,7 +825,27 @@ class ForecasterCodec(Codec):
         if p:
             expected.update({"x_center_": (f64, (p,)), "x_scale_": (f64, (p,)),
                              "_x_buf": (f64, (rows, p))})
+        if isinstance(manifest, dict) and "_stream_r" in manifest:
+            net = expected["regressor_.params_"][0]
+            H, R, D = self._stream_dims(manifest)
+            expected.update({"_stream_r": (net, (R, 1)), "_stream_c": (net, (H, 1)),
+                             "_stream_traces": (net, (3, H, D + R + 1))})
         return expected
+
+    @staticmethod
+    def _stream_dims(manifest):
+        """``(H, R, D)`` of the carried stream, from the manifest's shapes (checked
+        against the restored network in :meth:`restore`)."""
+        dims = []
+        for name, axis in (("_stream_c", 0), ("_stream_r", 0), ("_stream_traces", 2)):
+            entry = manifest.get(name) if isinstance(manifest, dict) else None
+            shape = entry.get("shape") if isinstance(entry, dict) else None
+            _require(isinstance(shape, list) and len(shape) > axis
+                     and _is_int(shape[axis]) and shape[axis] >= 1,
+                     f"arrays[{name!r}] must give a shape (stateful=True)")
+            dims.append(shape[axis])
+        H, R, width = dims
+        return H, R, width - R - 1
 
     @staticmethod
     def _free_dims(manifest):
@@ -839,8 +868,12 @@ class ForecasterCodec(Codec):
         n_cal, n_obs = fitted["n_calibration_"], fitted["n_obs_"]
         n_windows = _int(fitted, "n_train_windows_", where, 1)
         steps = est.horizon if est.strategy == "direct" else 1
-        _require(regressor._net["output"] == "last",
-                 "regressor_: a forecaster's network has output 'last'")
+        output = "sequence" if est.stateful else "last"
+        _require(regressor._net["output"] == output,
+                 f"regressor_: this forecaster's network has output {output!r}")
+        _require(("_stream_r" in arrays) == bool(est.stateful),
+                 "the carried stream (_stream_*) must be stored exactly when "
+                 "stateful=True")
         _require(regressor.n_outputs_ == k * steps,
                  f"regressor_: {regressor.n_outputs_} outputs, the forecaster needs "
                  f"{k * steps} ({k} target(s) x {steps} step(s))")
@@ -917,6 +950,18 @@ class ForecasterCodec(Codec):
         est.x_scale_ = arrays.get("x_scale_")
         est._y_buf = arrays["_y_buf"]
         est._x_buf = arrays.get("_x_buf")
+        if est.stateful:
+            cell, hidden, block, _ = regressor._network_args()
+            R = recurrent_size(cell, hidden, block)
+            _require(arrays["_stream_c"].shape == (hidden, 1)
+                     and arrays["_stream_r"].shape == (R, 1)
+                     and arrays["_stream_traces"].shape
+                     == (3, hidden, regressor.input_size_ + R + 1),
+                     "the carried stream's shapes do not match the network")
+            for name in self._STREAM:
+                _require(np.all(np.isfinite(arrays[name])),
+                         f"{name} has non-finite values (NaN or inf)")
+                setattr(est, name, np.array(arrays[name]))
 
 
 _REGISTRY: dict[str, Codec] = {}

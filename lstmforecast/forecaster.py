@@ -42,6 +42,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseLSTM
+from ._layout import recurrent_size
 from .estimators import LSTMRegressor
 
 __all__ = ["ForecastInterval", "LSTMForecaster"]
@@ -223,6 +224,13 @@ class LSTMForecaster(BaseEstimator):
         fraction of the origins that have ``horizon`` future values in ``y``, or a
         number of origins. 0 disables :meth:`predict_interval` and trains on all of
         ``y``.
+    stateful : bool, default=False
+        Carry the network's state along the whole series instead of re-running a
+        window: needs ``gradient="truncated"`` (either cell). ``fit`` trains on the
+        series as one stream with the online rule (an update after every step; the
+        first ``window - 1`` steps only warm the state up; ``batch_size``,
+        ``shuffle`` and ``early_stopping`` do not apply), and :meth:`update` costs
+        one O(weights) step per new observation (see the Notes).
     hidden_size, num_layers, cell, block_size, gradient, optimizer, learning_rate, \
 momentum, nesterov, beta_1, beta_2, epsilon, batch_size, max_epochs, shuffle, \
 early_stopping, validation_fraction, n_iter_no_change, tol, clip_norm, alpha, \
@@ -307,6 +315,16 @@ device, random_state, verbose
     those recent windows. The scaling and the calibration residuals stay as they
     were fitted.
 
+    **Stateful streaming** (``stateful=True``). The input at step ``t`` is
+    ``[z_t, x_{t+s}]`` (``s`` as above) and the network reads the series once, from
+    a zero state at its start; the state, and the truncated rule's traces, are kept
+    after the last input whose targets are known. A forecast runs the remaining
+    inputs from that state. :meth:`update` feeds each new observation to the stream
+    once: one step of the truncated rule, O(weights) time and memory whatever the
+    length of the series, with ``learn=True`` followed by an online weight update
+    (the paper's rule; Gers et al. 2000's traces for ``cell="lstm"``, whose forget
+    gate keeps an endless stream's cell state bounded, which ``lstm1997`` cannot).
+
     Examples
     --------
     >>> import numpy as np, pandas as pd
@@ -329,13 +347,14 @@ device, random_state, verbose
         "scaling": [StrOptions({"standard", "minmax"}), None],
         "calibration_size": [Interval(numbers.Real, 0, 1, closed="left"),
                              Interval(numbers.Integral, 1, None, closed="left")],
+        "stateful": ["boolean"],
         **{name: BaseLSTM._parameter_constraints[name] for name in _REGRESSOR_PARAMS},
     }
 
     def __init__(self, window=24, horizon=1, *, strategy="recursive", log=False,
                  difference=None, scaling="standard", calibration_size=0.2,
-                 hidden_size=32, num_layers=1, cell="lstm", block_size=1,
-                 gradient="bptt", optimizer="adam", learning_rate=0.005,
+                 stateful=False, hidden_size=32, num_layers=1, cell="lstm",
+                 block_size=1, gradient="bptt", optimizer="adam", learning_rate=0.005,
                  momentum=0.9, nesterov=False, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, batch_size=32, max_epochs=100, shuffle=True,
                  early_stopping=True, validation_fraction=0.1, n_iter_no_change=10,
@@ -350,6 +369,7 @@ device, random_state, verbose
         self.difference = difference
         self.scaling = scaling
         self.calibration_size = calibration_size
+        self.stateful = stateful
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.cell = cell
@@ -393,6 +413,14 @@ device, random_state, verbose
 
     def _make_regressor(self):
         params = {name: getattr(self, name) for name in _REGRESSOR_PARAMS}
+        if self.stateful:
+            if self.gradient != "truncated":
+                raise ValueError("stateful=True streams the series through the "
+                                 "network with the truncated rule: it needs "
+                                 "gradient='truncated'")
+            # one stream, updated after every step; no held-out sequences to stop on
+            params.update(batch_size=1, early_stopping=False, shuffle=False)
+            return LSTMRegressor(output="sequence", update="step", **params)
         return LSTMRegressor(output="last", **params)
 
     def _n_calibration(self, n):
@@ -494,6 +522,112 @@ device, random_state, verbose
         targets = Zs[origins[:, None] + np.arange(1, s + 1)]
         return inputs, targets.reshape(origins.shape[0], -1)
 
+    # ------------------------------------------------------------- stateful
+    def _stream_inputs(self, Zs, Xs, t):
+        """Stream inputs ``u_t = [z_t, x_{t+s}]`` at the time indices ``t``."""
+        if Xs is None:
+            return Zs[t]
+        return np.concatenate([Zs[t], Xs[t + self._steps_out]], axis=-1)
+
+    def _stream_targets(self, Zs, t):
+        s = self._steps_out
+        return Zs[t[:, None] + np.arange(1, s + 1)].reshape(t.shape[0], -1)
+
+    def _fit_stream(self, regressor, Zs, Xs, n_fit):
+        """Train on ``u_d .. u_{n_fit-s-1}`` as one sequence with the online rule;
+        the first ``window - 1`` steps only warm the state up."""
+        d, w = self._diff, self.window
+        t = np.arange(d, n_fit - self._steps_out)
+        mask = (t >= d + w - 1).astype(np.float64)
+        regressor.fit(self._stream_inputs(Zs, Xs, t)[None],
+                      self._stream_targets(Zs, t)[None], mask=mask[None])
+
+    def _advance(self, Zs, Xs, t0, t1, learn):
+        """Feed the inputs ``u_t0 .. u_{t1-1}`` to the carried stream: O(weights) per
+        step; with ``learn`` each step is also an online update of the weights."""
+        if t1 <= t0:
+            return
+        from ._optimizers import OPTIMIZER_CODES, make_hyper
+        from ._truncated import truncated_stream
+
+        reg = self.regressor_
+        dt = reg.params_.dtype
+        t = np.arange(t0, t1)
+        U = np.ascontiguousarray(self._stream_inputs(Zs, Xs, t), dtype=dt)
+        T = np.ascontiguousarray(self._stream_targets(Zs, t), dtype=dt)
+        mask = np.full(t.shape[0], 1.0 if learn else 0.0, dtype=dt)
+        hyper = make_hyper(reg.learning_rate, reg.momentum, reg.nesterov, reg.beta_1,
+                           reg.beta_2, reg.epsilon, reg.alpha, reg.clip_norm)
+        cell, hidden, block, loss_kind = reg._network_args()
+        _, ok = truncated_stream(reg.params_, reg._layout, U, T, mask, cell, hidden,
+                                 block, loss_kind, OPTIMIZER_CODES[reg.optimizer],
+                                 reg._opt_state, reg._opt_step, hyper, reg._l2_mask,
+                                 reg._train_mask, self._stream_r, self._stream_c,
+                                 self._stream_traces)
+        if not ok:
+            raise ValueError("the online update diverged (non-finite loss or "
+                             "weights); the weights are as before that step. Lower "
+                             "learning_rate or set clip_norm.")
+
+    def _stream_through(self, Zs, Xs, n, cal):
+        """Stream the whole series from a zero state (no learning), keeping the
+        state at the end; returns the scaled forecasts ``(n_cal, horizon, k)``
+        from the calibration origins ``cal``."""
+        reg = self.regressor_
+        dt = reg.params_.dtype
+        cell, hidden, block, _ = reg._network_args()
+        R = recurrent_size(cell, hidden, block)
+        D = reg.input_size_
+        self._stream_r = np.zeros((R, 1), dtype=dt)
+        self._stream_c = np.zeros((hidden, 1), dtype=dt)
+        self._stream_traces = np.zeros((3, hidden, D + R + 1), dtype=dt)
+        d, s = self._diff, self._steps_out
+        states = np.empty((cal.shape[0], R + hidden), dtype=dt)
+        pos = d
+        for i, origin in enumerate(cal):
+            self._advance(Zs, Xs, pos, origin - s + 1, learn=False)
+            pos = max(pos, origin - s + 1)
+            states[i] = self._carried_state()
+        self._advance(Zs, Xs, pos, n - s, learn=False)
+        if cal.shape[0] == 0:
+            return None
+        return self._forecast_stream(Zs, Xs, cal, states, self.horizon)
+
+    def _carried_state(self):
+        return np.concatenate([self._stream_r[:, 0], self._stream_c[:, 0]])
+
+    def _forecast_stream(self, Zs, Xs, origins, states, h):
+        """Scaled forecasts ``(N, h, k)`` from the stream states ``states (N, R+H)``
+        taken after the input ``u_{origin-s}`` of each origin."""
+        from ._kernels import forward
+        from ._threads import cpu_kernels
+
+        reg = self.regressor_
+        dt = reg.params_.dtype
+        cell, hidden, block, loss_kind = reg._network_args()
+        k, s, N = Zs.shape[1], self._steps_out, origins.shape[0]
+
+        def run(inputs, state):
+            lengths = np.full(N, inputs.shape[1], dtype=np.int64)
+            with cpu_kernels() as parallel:
+                out, state = forward(reg.params_, reg._layout,
+                                     np.ascontiguousarray(inputs, dtype=dt), lengths,
+                                     np.ascontiguousarray(state[:, None], dtype=dt),
+                                     cell, hidden, block, loss_kind, True, parallel)
+            return out[:, 0], state[:, 0]
+
+        if self.strategy == "direct":
+            t = origins[:, None] + np.arange(1 - s, 1)
+            out, _ = run(self._stream_inputs(Zs, Xs, t), states)
+            return out.reshape(N, self.horizon, k)[:, :h]
+        out = np.empty((N, h, k))
+        z, state = Zs[origins], states
+        for j in range(h):
+            u = z if Xs is None else np.concatenate([z, Xs[origins + j + 1]], axis=1)
+            z, state = run(u[:, None], state)
+            out[:, j] = z
+        return out
+
     # ------------------------------------------------------------------ fit
     def fit(self, y, X=None):
         """Fit the forecaster to the series ``y`` (and covariates ``X``).
@@ -546,7 +680,7 @@ device, random_state, verbose
         n_cal = self._n_calibration(n)
         n_fit = n - H - n_cal + 1 if n_cal else n
         n_windows = n_fit - d - w - s + 1
-        needed = 2 if self.early_stopping else 1
+        needed = 2 if self.early_stopping and not self.stateful else 1
         if n_windows < needed:
             minimum = d + w + s - 1 + needed + (H - 1 + n_cal if n_cal else 0)
             raise ValueError(
@@ -570,14 +704,20 @@ device, random_state, verbose
         Xs = self._scaled_covariates(Xv)
 
         origins = np.arange(d + w - 1, n_fit - s)
-        inputs, targets = self._training_windows(Zs, Xs, origins)
-        regressor.fit(inputs, targets)
+        if self.stateful:
+            self._fit_stream(regressor, Zs, Xs, n_fit)
+        else:
+            inputs, targets = self._training_windows(Zs, Xs, origins)
+            regressor.fit(inputs, targets)
         self.regressor_ = regressor
 
+        cal = np.arange(n_fit - 1, n_fit - 1 + n_cal)
+        if self.stateful:
+            zs_cal = self._stream_through(Zs, Xs, n, cal)
         if n_cal:
-            cal = np.arange(n_fit - 1, n_fit - 1 + n_cal)
-            pred = self._invert(self._forecast_scaled(regressor, Zs, Xs, cal, H),
-                                L, cal)
+            zs = (zs_cal if self.stateful
+                  else self._forecast_scaled(regressor, Zs, Xs, cal, H))
+            pred = self._invert(zs, L, cal)
             truth = Y[cal[:, None] + np.arange(1, H + 1)]
             self.calibration_residuals_ = truth - pred
         else:
@@ -667,7 +807,10 @@ device, random_state, verbose
         if Xf is not None:
             Xs = self._scaled_covariates(np.concatenate([self._x_buf, Xf]))
         origin = np.array([Y.shape[0] - 1])
-        zs = self._forecast_scaled(self.regressor_, Zs, Xs, origin, h)
+        if self.stateful:
+            zs = self._forecast_stream(Zs, Xs, origin, self._carried_state()[None], h)
+        else:
+            zs = self._forecast_scaled(self.regressor_, Zs, Xs, origin, h)
         return self._invert(zs, L, origin)[0], h
 
     def _wrap(self, values):
@@ -845,7 +988,13 @@ device, random_state, verbose
 
         Y = np.concatenate([self._y_buf, Ynew])
         Xall = None if Xnew is None else np.concatenate([self._x_buf, Xnew])
-        if learn:
+        if self.stateful:
+            B, s = self._y_buf.shape[0], self._steps_out
+            L = self._levels(Y)
+            Zs = (self._differenced(L) - self.y_center_) / self.y_scale_
+            self._advance(Zs, self._scaled_covariates(Xall), B - s, B + m - s,
+                          learn=bool(learn))
+        elif learn:
             self._learn(Y, Xall, first_new=self._y_buf.shape[0])
         keep = self._buffer_length()
         self._y_buf = Y[-keep:].copy()

@@ -597,6 +597,8 @@ BAD_INPUTS = {
                                   _Y, None, "'calibration_size'"),
     "invalid regressor parameter": (lambda y, X: _fc(hidden_size=0).fit(y), _Y,
                                     None, "'hidden_size'"),
+    "stateful without the truncated rule": (
+        lambda y, X: _fc(stateful=True).fit(y), _Y, None, "gradient='truncated'"),
     "truncated gradient with two layers": (
         lambda y, X: _fc(gradient="truncated", num_layers=2).fit(y), _Y, None,
         "num_layers=1"),
@@ -638,3 +640,103 @@ def test_bad_input_raises_value_error_naming_the_problem(name):
         with pytest.raises(ValueError, match=message):
             call(y, X)
     assert (_digest(y), _digest(X)) == digests
+
+
+# ------------------------------------------------------------ stateful streaming
+def _stateful(**kwargs):
+    """A seeded forecaster that carries the network's state along the series."""
+    params = dict(window=10, horizon=4, stateful=True, gradient="truncated",
+                  hidden_size=6, learning_rate=0.01, max_epochs=30,
+                  calibration_size=12, random_state=0)
+    params.update(kwargs)
+    return LSTMForecaster(**params)
+
+
+def _count_stream_steps(monkeypatch):
+    from lstmforecast import _truncated
+
+    steps = []
+    original = _truncated.truncated_stream
+
+    def counting(params, layout, X, *args):
+        steps.append(X.shape[0])
+        return original(params, layout, X, *args)
+
+    monkeypatch.setattr(_truncated, "truncated_stream", counting)
+    return steps
+
+
+@pytest.mark.parametrize("covariates", [False, True], ids=["y", "y+X"])
+@pytest.mark.parametrize("strategy", ["recursive", "direct"])
+@pytest.mark.parametrize("learn", [False, True], ids=["carry", "learn"])
+def test_stateful_update_costs_one_online_step_per_observation(
+        monkeypatch, learn, strategy, covariates):
+    """``update`` feeds each new observation once to the carried stream (one
+    O(weights) step of the truncated rule, whatever the series length): m
+    observations at once or one by one give the same weights and forecasts."""
+    y = _sine(160, seed=3)
+    X = np.column_stack([np.cos(np.arange(160) / 3.0)]) if covariates else None
+    n, m = 120, 25
+    fitted = _stateful(strategy=strategy).fit(y[:n], None if X is None else X[:n])
+    together, apart = pickle.loads(pickle.dumps(fitted)), pickle.loads(
+        pickle.dumps(fitted))
+    steps = _count_stream_steps(monkeypatch)
+    together.update(y[n:n + m], None if X is None else X[n:n + m], learn=learn)
+    assert steps == [m]
+    del steps[:]
+    for i in range(n, n + m):
+        apart.update(y[i:i + 1], None if X is None else X[i:i + 1], learn=learn)
+    assert steps == [1] * m
+    assert_array_equal(together.regressor_.params_, apart.regressor_.params_)
+    changed = not np.array_equal(together.regressor_.params_,
+                                 fitted.regressor_.params_)
+    assert changed == learn
+    rows = 4
+    future = None if X is None else X[n + m:n + m + rows]
+    assert_array_equal(together.predict(X=future), apart.predict(X=future))
+    assert not np.array_equal(together.predict(X=future),
+                              fitted.predict(X=None if X is None else X[n:n + rows]))
+
+
+def test_stateful_carried_state_equals_streaming_the_whole_series():
+    """After ``update(learn=False)`` the state is the one a fresh pass over the
+    whole series with the same weights reaches: nothing is lost between calls."""
+    y = _sine(150, seed=4)
+    model = _stateful(calibration_size=0).fit(y[:100])
+    model.update(y[100:], learn=False)
+    reference = pickle.loads(pickle.dumps(model))
+    Zs = (y[:, None] - reference.y_center_) / reference.y_scale_
+    reference._stream_through(Zs, None, 150, np.arange(0))
+    assert_allclose(model._stream_r, reference._stream_r, rtol=1e-5, atol=1e-6)
+    assert_allclose(model._stream_c, reference._stream_c, rtol=1e-5, atol=1e-6)
+    assert_allclose(model._stream_traces, reference._stream_traces, rtol=1e-4,
+                    atol=1e-5)
+    assert_allclose(model.predict(), reference.predict(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "lstm1997"])
+def test_stateful_forecaster_learns_a_seasonal_series(cell):
+    y = _sine(260, seed=5, noise=0.05, period=12)
+    params = dict(cell=cell, max_epochs=60, learning_rate=0.02)
+    if cell == "lstm1997":
+        params.update(block_size=2, input_gate_bias=[-1.0, -2.0, -3.0])
+    model = _stateful(horizon=12, **params).fit(y[:-12])
+    mae = np.mean(np.abs(model.predict() - y[-12:]))
+    mean_mae = np.mean(np.abs(y[:-12].mean() - y[-12:]))
+    assert mae < 0.5 * mean_mae
+    interval = model.predict_interval(0.9)
+    assert np.all(interval.lower <= interval.forecast)
+
+
+def test_stateful_save_load_and_learn_give_identical_results(tmp_path):
+    from lstmforecast import load
+
+    y = _sine(140, seed=6)
+    model = _stateful().fit(y[:120])
+    model.save(tmp_path / "m.npz")
+    loaded = load(tmp_path / "m.npz")
+    assert_array_equal(loaded.predict(), model.predict())
+    model.update(y[120:], learn=True)
+    loaded.update(y[120:], learn=True)
+    assert_array_equal(loaded.predict(), model.predict())
+    assert_array_equal(loaded._stream_traces, model._stream_traces)
