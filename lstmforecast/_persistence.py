@@ -833,26 +833,11 @@ class ForecasterCodec(Codec):
         return expected
 
     @staticmethod
-    def _stream_dims(manifest):
-        """``(H, R, D)`` of the carried stream, from the manifest's shapes (checked
-        against the restored network in :meth:`restore`)."""
+    def _manifest_dims(manifest, names_axes):
+        """The sizes ``shape[axis]`` the manifest declares for ``(name, axis)``
+        pairs (checked against the hyper-parameters in :meth:`restore`)."""
         dims = []
-        for name, axis in (("_stream_c", 0), ("_stream_r", 0), ("_stream_traces", 2)):
-            entry = manifest.get(name) if isinstance(manifest, dict) else None
-            shape = entry.get("shape") if isinstance(entry, dict) else None
-            _require(isinstance(shape, list) and len(shape) > axis
-                     and _is_int(shape[axis]) and shape[axis] >= 1,
-                     f"arrays[{name!r}] must give a shape (stateful=True)")
-            dims.append(shape[axis])
-        H, R, width = dims
-        return H, R, width - R - 1
-
-    @staticmethod
-    def _free_dims(manifest):
-        """Rows of the buffers and steps of the residuals, from the manifest (checked
-        against the hyper-parameters in :meth:`restore`)."""
-        dims = []
-        for name, axis in (("_y_buf", 0), ("calibration_residuals_", 1)):
+        for name, axis in names_axes:
             entry = manifest.get(name) if isinstance(manifest, dict) else None
             shape = entry.get("shape") if isinstance(entry, dict) else None
             _require(isinstance(shape, list) and len(shape) > axis
@@ -860,6 +845,17 @@ class ForecasterCodec(Codec):
                      f"arrays[{name!r}] must give a shape")
             dims.append(shape[axis])
         return dims
+
+    def _free_dims(self, manifest):
+        """Rows of the buffers and steps of the residuals."""
+        return self._manifest_dims(manifest, (("_y_buf", 0),
+                                              ("calibration_residuals_", 1)))
+
+    def _stream_dims(self, manifest):
+        """``(H, R, D)`` of the carried stream (``stateful=True``)."""
+        H, R, width = self._manifest_dims(
+            manifest, (("_stream_c", 0), ("_stream_r", 0), ("_stream_traces", 2)))
+        return H, R, width - R - 1
 
     def restore(self, est, fitted, arrays):
         where = "fitted"
