@@ -1004,13 +1004,14 @@ class GpuTrainer:
 def gpu_train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size,
                       first_batch, n_batches, cell, hidden_size, block_size,
                       loss_kind, opt_kind, opt_state, step, hyper, l2_mask,
-                      train_mask):
+                      train_mask, parallel=True):
     """:func:`lstmforecast._training.train_batches` on the GPU (same contract).
 
     ``params``, ``opt_state`` and ``step`` are updated in place. For many models at
     once pass ``params (M, P)``, ``opt_state (M, 2, P)``, ``step (M,)`` and
     ``order (n,)`` or ``(M, n)``; ``losses`` is then ``(M, n_batches)`` and
-    ``failed`` an array ``(M,)``.
+    ``failed`` an array ``(M,)``. ``parallel`` is accepted for the CPU kernel's
+    signature; a GPU launch is always parallel.
     """
     trainer = GpuTrainer(params, layout, X, lengths, Y, mask, state0, cell,
                          hidden_size, block_size, loss_kind, opt_kind, opt_state,

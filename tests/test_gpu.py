@@ -259,7 +259,7 @@ def _run(fn, prob, params, opt_kind, hyper, l2_mask, train_mask, order, batch_si
     result = fn(params, prob.layout, prob.X, prob.lengths, prob.Y, prob.mask,
                 prob.no_state, order, batch_size, first_batch, n_batches,
                 *prob.args, opt_kind, opt_state, step, make_hyper(**hyper),
-                l2_mask, train_mask)
+                l2_mask, train_mask, True)
     return result, opt_state, step
 
 
