@@ -413,10 +413,14 @@ class BaseLSTM(BaseEstimator):
         self._run_epochs(seqs, Y, M, train_idx, val, max_epochs, incremental)
         return self
 
+    def _hyper(self):
+        """The optimizer's hyper-parameter vector (``_optimizers.make_hyper``)."""
+        return make_hyper(self.learning_rate, self.momentum, self.nesterov,
+                          self.beta_1, self.beta_2, self.epsilon, self.alpha,
+                          self.clip_norm)
+
     def _run_epochs(self, seqs, Y, M, train_idx, val, max_epochs, incremental):
-        hyper = make_hyper(self.learning_rate, self.momentum, self.nesterov,
-                           self.beta_1, self.beta_2, self.epsilon, self.alpha,
-                           self.clip_norm)
+        hyper = self._hyper()
         opt_kind = OPTIMIZER_CODES[self.optimizer]
         cell, hidden, block, loss_kind = self._network_args()
         no_state = self._no_state()
@@ -539,22 +543,23 @@ class BaseLSTM(BaseEstimator):
         """Validate X and run the network: ``(seqs, out)`` with out (N, T|1, K)."""
         check_is_fitted(self, "params_")
         seqs = check_sequences(self, X, self.params_.dtype.type, reset=False)
-        out = self._run_forward(seqs.X, seqs.lengths, self._net["output"] == "last")
+        out, _ = self._run_forward(seqs.X, seqs.lengths,
+                                   self._net["output"] == "last")
         return seqs, out.astype(np.float64)
 
-    def _run_forward(self, X, lengths, last_only):
-        """Outputs ``(N, T|1, K)`` of the fitted network, on ``self.device``
+    def _run_forward(self, X, lengths, last_only, state0=None):
+        """Outputs ``(N, T|1, K)`` of the fitted network and its final states
+        ``(N, L, R + H)``, from ``state0`` (zeros when None), on ``self.device``
         (the CPU where ``device="cuda"`` has no GPU: a GPU-fitted model predicts
         anywhere)."""
         cell, hidden, block, loss_kind = self._network_args()
         forward = _kernels.forward
         if _device.resolve_device(self.device, fallback=True) == "cuda":
             forward = _device.gpu_backend().gpu_forward  # device dispatch
+        state0 = self._no_state() if state0 is None else state0
         with cpu_kernels() as parallel:
-            out, _ = forward(self.params_, self._layout, X, lengths,
-                             self._no_state(), cell, hidden, block, loss_kind,
-                             last_only, parallel)
-        return out
+            return forward(self.params_, self._layout, X, lengths, state0, cell,
+                           hidden, block, loss_kind, last_only, parallel)
 
     def _per_sequence(self, seqs, out):
         """Split ``out`` into what the caller expects: an array or a list."""

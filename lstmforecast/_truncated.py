@@ -174,13 +174,14 @@ def _truncated_sequence(params, layout, X, length, Y, mask, cell, hidden_size,
 
 
 @njit(**_JIT)
-def _fresh_state(params, X, cell, hidden_size, block_size):
-    """Zero state and traces for one sequence: ``(r (R, 1), c (H, 1), traces)``."""
+def fresh_state(params, input_size, cell, hidden_size, block_size):
+    """Zero state and traces, in ``params.dtype``, to start a sequence or a
+    stream: ``(r (R, 1), c (H, 1), traces (3, H, input_size + R + 1))``."""
     H = hidden_size
     n_rec = H if cell == 0 else H + 2 * (H // block_size)
     dt = params.dtype
     return (np.zeros((n_rec, 1), dtype=dt), np.zeros((H, 1), dtype=dt),
-            np.zeros((3, H, X.shape[2] + n_rec + 1), dtype=dt))
+            np.zeros((3, H, input_size + n_rec + 1), dtype=dt))
 
 
 @njit(**_JIT)
@@ -204,7 +205,8 @@ def truncated_loss_grad(params, layout, X, lengths, Y, mask, seq_index, cell,
         b = seq_index[i]
         for t in range(lengths[b]):
             weight_total += mask[b, t]
-        r, c, traces = _fresh_state(params, X, cell, hidden_size, block_size)
+        r, c, traces = fresh_state(params, X.shape[2], cell, hidden_size,
+                                   block_size)
         seq_loss, _ = _truncated_sequence(
             params, layout, X[b], lengths[b], Y[b], mask[b], cell, hidden_size,
             block_size, loss_kind, grad, False, 0, dummy_state, dummy_step, hyper,
@@ -247,7 +249,8 @@ def train_truncated(params, layout, X, lengths, Y, mask, order, batch_size,
                 for t in range(lengths[b]):
                     weight_total += mask[b, t]
                 grad[:] = 0.0
-                r, c, traces = _fresh_state(params, X, cell, hidden_size, block_size)
+                r, c, traces = fresh_state(params, X.shape[2], cell, hidden_size,
+                                           block_size)
                 seq_loss, ok = _truncated_sequence(
                     params, layout, X[b], lengths[b], Y[b], mask[b], cell,
                     hidden_size, block_size, loss_kind, grad, True, opt_kind,

@@ -231,7 +231,7 @@ default="auto"
         return pred
 
     def _score_arrays(self, X, lengths, Y, M):
-        out = self._run_forward(X, lengths, False)
+        out, _ = self._run_forward(X, lengths, False)
         sel = M > 0
         return r2_score(Y[sel].astype(np.float64), out[sel].astype(np.float64),
                         sample_weight=M[sel])
@@ -405,7 +405,7 @@ default="auto"
         return self.classes_[np.argmax(proba, axis=-1)]
 
     def _score_arrays(self, X, lengths, Y, M):
-        out = self._run_forward(X, lengths, False)
+        out, _ = self._run_forward(X, lengths, False)
         sel = M > 0
         proba = self._proba_from_outputs(out.astype(np.float64))[sel]
         if self._single_output:

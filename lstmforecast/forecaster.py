@@ -42,7 +42,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseLSTM
-from ._layout import recurrent_size
+from ._optimizers import OPTIMIZER_CODES
+from ._truncated import fresh_state, truncated_stream
 from .estimators import LSTMRegressor
 
 __all__ = ["ForecastInterval", "LSTMForecaster"]
@@ -479,6 +480,12 @@ device, random_state, verbose
         scale = np.where(scale > tiny, scale, 1.0)
         return center, scale
 
+    def _scaled_series(self, Y):
+        """``(L, Zs)``: the (log-)levels of ``Y`` and the scaled transformed
+        targets (NaN for the first ``difference`` steps)."""
+        L = self._levels(Y)
+        return L, (self._differenced(L) - self.y_center_) / self.y_scale_
+
     def _scaled_covariates(self, Xv):
         if Xv is None:
             return None
@@ -486,11 +493,17 @@ device, random_state, verbose
 
     # ---------------------------------------------------------- forecasting
     def _inputs(self, Zs, Xs, idx, shift):
-        """Windows ``(N, window, k + p)`` at time indices ``idx (N, window)``."""
+        """Inputs ``[z_t, x_{t+shift}]`` at the time indices ``idx`` (any shape):
+        windows ``(N, window, k + p)`` for ``idx (N, window)``."""
         Zw = Zs[idx]
         if Xs is None:
             return Zw
-        return np.concatenate([Zw, Xs[idx + shift]], axis=2)
+        return np.concatenate([Zw, Xs[idx + shift]], axis=-1)
+
+    def _targets(self, Zs, t):
+        """The ``s`` values after each time ``t``, flattened: ``(len(t), s * k)``."""
+        s = self._steps_out
+        return Zs[t[:, None] + np.arange(1, s + 1)].reshape(t.shape[0], -1)
 
     def _forecast_scaled(self, regressor, Zs, Xs, origins, h):
         """Scaled forecasts ``(N, h, k)`` of ``h`` steps from each origin.
@@ -518,50 +531,34 @@ device, random_state, verbose
     def _training_windows(self, Zs, Xs, origins):
         s = self._steps_out
         idx = origins[:, None] + np.arange(1 - self.window, 1)
-        inputs = self._inputs(Zs, Xs, idx, s)
-        targets = Zs[origins[:, None] + np.arange(1, s + 1)]
-        return inputs, targets.reshape(origins.shape[0], -1)
+        return self._inputs(Zs, Xs, idx, s), self._targets(Zs, origins)
 
     # ------------------------------------------------------------- stateful
-    def _stream_inputs(self, Zs, Xs, t):
-        """Stream inputs ``u_t = [z_t, x_{t+s}]`` at the time indices ``t``."""
-        if Xs is None:
-            return Zs[t]
-        return np.concatenate([Zs[t], Xs[t + self._steps_out]], axis=-1)
-
-    def _stream_targets(self, Zs, t):
-        s = self._steps_out
-        return Zs[t[:, None] + np.arange(1, s + 1)].reshape(t.shape[0], -1)
-
     def _fit_stream(self, regressor, Zs, Xs, n_fit):
         """Train on ``u_d .. u_{n_fit-s-1}`` as one sequence with the online rule;
         the first ``window - 1`` steps only warm the state up."""
         d, w = self._diff, self.window
         t = np.arange(d, n_fit - self._steps_out)
         mask = (t >= d + w - 1).astype(np.float64)
-        regressor.fit(self._stream_inputs(Zs, Xs, t)[None],
-                      self._stream_targets(Zs, t)[None], mask=mask[None])
+        regressor.fit(self._inputs(Zs, Xs, t, self._steps_out)[None],
+                      self._targets(Zs, t)[None], mask=mask[None])
 
     def _advance(self, Zs, Xs, t0, t1, learn):
         """Feed the inputs ``u_t0 .. u_{t1-1}`` to the carried stream: O(weights) per
         step; with ``learn`` each step is also an online update of the weights."""
         if t1 <= t0:
             return
-        from ._optimizers import OPTIMIZER_CODES, make_hyper
-        from ._truncated import truncated_stream
-
         reg = self.regressor_
         dt = reg.params_.dtype
         t = np.arange(t0, t1)
-        U = np.ascontiguousarray(self._stream_inputs(Zs, Xs, t), dtype=dt)
-        T = np.ascontiguousarray(self._stream_targets(Zs, t), dtype=dt)
+        U = np.ascontiguousarray(self._inputs(Zs, Xs, t, self._steps_out), dtype=dt)
+        T = np.ascontiguousarray(self._targets(Zs, t), dtype=dt)
         mask = np.full(t.shape[0], 1.0 if learn else 0.0, dtype=dt)
-        hyper = make_hyper(reg.learning_rate, reg.momentum, reg.nesterov, reg.beta_1,
-                           reg.beta_2, reg.epsilon, reg.alpha, reg.clip_norm)
         cell, hidden, block, loss_kind = reg._network_args()
         _, ok = truncated_stream(reg.params_, reg._layout, U, T, mask, cell, hidden,
                                  block, loss_kind, OPTIMIZER_CODES[reg.optimizer],
-                                 reg._opt_state, reg._opt_step, hyper, reg._l2_mask,
+                                 reg._opt_state, reg._opt_step, reg._hyper(),
+                                 reg._l2_mask,
                                  reg._train_mask, self._stream_r, self._stream_c,
                                  self._stream_traces)
         if not ok:
@@ -574,19 +571,17 @@ device, random_state, verbose
         state at the end; returns the scaled forecasts ``(n_cal, horizon, k)``
         from the calibration origins ``cal``."""
         reg = self.regressor_
-        dt = reg.params_.dtype
         cell, hidden, block, _ = reg._network_args()
-        R = recurrent_size(cell, hidden, block)
-        D = reg.input_size_
-        self._stream_r = np.zeros((R, 1), dtype=dt)
-        self._stream_c = np.zeros((hidden, 1), dtype=dt)
-        self._stream_traces = np.zeros((3, hidden, D + R + 1), dtype=dt)
-        d, s = self._diff, self._steps_out
-        states = np.empty((cal.shape[0], R + hidden), dtype=dt)
-        pos = d
+        self._stream_r, self._stream_c, self._stream_traces = fresh_state(
+            reg.params_, reg.input_size_, cell, hidden, block)
+        s = self._steps_out
+        states = np.empty((cal.shape[0], self._carried_state().shape[0]),
+                          dtype=reg.params_.dtype)
+        pos = self._diff
         for i, origin in enumerate(cal):
+            # the state after u_{origin-s}: origins are consecutive, one step each
             self._advance(Zs, Xs, pos, origin - s + 1, learn=False)
-            pos = max(pos, origin - s + 1)
+            pos = origin - s + 1
             states[i] = self._carried_state()
         self._advance(Zs, Xs, pos, n - s, learn=False)
         if cal.shape[0] == 0:
@@ -599,26 +594,20 @@ device, random_state, verbose
     def _forecast_stream(self, Zs, Xs, origins, states, h):
         """Scaled forecasts ``(N, h, k)`` from the stream states ``states (N, R+H)``
         taken after the input ``u_{origin-s}`` of each origin."""
-        from ._kernels import forward
-        from ._threads import cpu_kernels
-
         reg = self.regressor_
         dt = reg.params_.dtype
-        cell, hidden, block, loss_kind = reg._network_args()
         k, s, N = Zs.shape[1], self._steps_out, origins.shape[0]
 
         def run(inputs, state):
             lengths = np.full(N, inputs.shape[1], dtype=np.int64)
-            with cpu_kernels() as parallel:
-                out, state = forward(reg.params_, reg._layout,
-                                     np.ascontiguousarray(inputs, dtype=dt), lengths,
-                                     np.ascontiguousarray(state[:, None], dtype=dt),
-                                     cell, hidden, block, loss_kind, True, parallel)
+            out, state = reg._run_forward(
+                np.ascontiguousarray(inputs, dtype=dt), lengths, True,
+                np.ascontiguousarray(state[:, None], dtype=dt))
             return out[:, 0], state[:, 0]
 
         if self.strategy == "direct":
             t = origins[:, None] + np.arange(1 - s, 1)
-            out, _ = run(self._stream_inputs(Zs, Xs, t), states)
+            out, _ = run(self._inputs(Zs, Xs, t, s), states)
             return out.reshape(N, self.horizon, k)[:, :h]
         out = np.empty((N, h, k))
         z, state = Zs[origins], states
@@ -712,12 +701,12 @@ device, random_state, verbose
         self.regressor_ = regressor
 
         cal = np.arange(n_fit - 1, n_fit - 1 + n_cal)
-        if self.stateful:
+        if self.stateful:  # also leaves the stream's state at the series' end
             zs_cal = self._stream_through(Zs, Xs, n, cal)
+        elif n_cal:
+            zs_cal = self._forecast_scaled(regressor, Zs, Xs, cal, H)
         if n_cal:
-            zs = (zs_cal if self.stateful
-                  else self._forecast_scaled(regressor, Zs, Xs, cal, H))
-            pred = self._invert(zs, L, cal)
+            pred = self._invert(zs_cal, L, cal)
             truth = Y[cal[:, None] + np.arange(1, H + 1)]
             self.calibration_residuals_ = truth - pred
         else:
@@ -801,8 +790,7 @@ device, random_state, verbose
         h = self._check_horizon(horizon, interval)
         Xf = self._future_covariates(X, h)
         Y = self._y_buf
-        L = self._levels(Y)
-        Zs = (self._differenced(L) - self.y_center_) / self.y_scale_
+        L, Zs = self._scaled_series(Y)
         Xs = None
         if Xf is not None:
             Xs = self._scaled_covariates(np.concatenate([self._x_buf, Xf]))
@@ -990,8 +978,7 @@ device, random_state, verbose
         Xall = None if Xnew is None else np.concatenate([self._x_buf, Xnew])
         if self.stateful:
             B, s = self._y_buf.shape[0], self._steps_out
-            L = self._levels(Y)
-            Zs = (self._differenced(L) - self.y_center_) / self.y_scale_
+            _, Zs = self._scaled_series(Y)
             self._advance(Zs, self._scaled_covariates(Xall), B - s, B + m - s,
                           learn=bool(learn))
         elif learn:
@@ -1006,8 +993,7 @@ device, random_state, verbose
     def _learn(self, Y, Xall, first_new):
         """One ``partial_fit`` pass over the windows whose targets are new."""
         s, d, w = self._steps_out, self._diff, self.window
-        L = self._levels(Y)
-        Zs = (self._differenced(L) - self.y_center_) / self.y_scale_
+        _, Zs = self._scaled_series(Y)
         Xs = self._scaled_covariates(Xall)
         origins = np.arange(max(d + w - 1, first_new - s), Y.shape[0] - s)
         if origins.size == 0:

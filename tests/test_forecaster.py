@@ -653,16 +653,16 @@ def _stateful(**kwargs):
 
 
 def _count_stream_steps(monkeypatch):
-    from lstmforecast import _truncated
+    from lstmforecast import forecaster
 
     steps = []
-    original = _truncated.truncated_stream
+    original = forecaster.truncated_stream
 
     def counting(params, layout, X, *args):
         steps.append(X.shape[0])
         return original(params, layout, X, *args)
 
-    monkeypatch.setattr(_truncated, "truncated_stream", counting)
+    monkeypatch.setattr(forecaster, "truncated_stream", counting)
     return steps
 
 

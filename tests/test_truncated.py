@@ -7,7 +7,7 @@ from lstmforecast import _layout
 from lstmforecast._kernels import loss_grad
 from lstmforecast._optimizers import OPT_SGD, make_hyper
 from lstmforecast._truncated import (
-    _fresh_state,
+    fresh_state,
     train_truncated,
     truncated_loss_grad,
     truncated_stream,
@@ -184,7 +184,7 @@ def test_stream_in_pieces_equals_one_online_pass(cell, H, S):
                     np.zeros(1, dtype=np.int64), make_hyper(lr, momentum=0.0), ones,
                     ones)
     params = p.copy()
-    r, c, traces = _fresh_state(p, X, cell, H, S)
+    r, c, traces = fresh_state(p, D, cell, H, S)
     step = np.zeros(1, dtype=np.int64)
     for lo, hi in ((0, 5), (5, 6), (6, T)):
         loss, ok = truncated_stream(params, layout, X[0, lo:hi], Y[0, lo:hi],
