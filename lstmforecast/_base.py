@@ -444,8 +444,8 @@ class BaseLSTM(BaseEstimator):
                 start_time = time.perf_counter()
                 order = (self._rng.permutation(train_idx) if self.shuffle
                          else train_idx.copy())
-                epoch_loss = 0.0
                 batch_losses = []
+                batch_sizes = []
                 done = 0
                 while done < n_batches:
                     count = min(batches_per_call, n_batches - done)
@@ -474,8 +474,8 @@ class BaseLSTM(BaseEstimator):
                             f"{done + failed + 1} of {n_batches}; the weights from "
                             "before that batch were kept. Lower learning_rate or set "
                             "clip_norm.")
-                    epoch_loss += float(np.dot(losses, sizes))
                     batch_losses.append(losses)
+                    batch_sizes.append(sizes)
                     done += count
                     elapsed = time.perf_counter() - call_start
                     batches_per_call = max(1, int(count * _SECONDS_PER_CALL
@@ -484,7 +484,10 @@ class BaseLSTM(BaseEstimator):
                         self._progress(done, n_batches)
                 self.n_iter_ += 1
                 self.t_ += n_train
-                epoch_loss /= n_train
+                # summed once over the epoch: the same rounding however the
+                # batches were split into calls (that split depends on timing)
+                epoch_loss = float(np.dot(np.concatenate(batch_losses),
+                                          np.concatenate(batch_sizes))) / n_train
                 self.loss_curve_.append(epoch_loss)
                 self.last_batch_losses_ = np.concatenate(batch_losses)
                 stopped = self._update_no_improvement(epoch_loss, val, seqs, Y, M,

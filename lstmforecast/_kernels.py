@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import config
+from ._math import flush, flush_floor, like, sigmoid, tanh
 from ._layout import (
     CELL_LSTM,
     LOSS_LOGISTIC_XENT,
@@ -30,7 +31,10 @@ from ._layout import (
     LOSS_SQUARED,
 )
 
-_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True}
+# error_model="numpy": no zero-division checks, which would stop the lane loops from
+# vectorising (see lstmforecast._math).
+_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True,
+        "error_model": "numpy"}
 
 # At least this many sequences are stepped together in one chunk (vector lanes);
 # larger batches are split into about LSTMF_PARALLEL_CHUNKS chunks.
@@ -41,11 +45,6 @@ _BLAS_MIN_WORK = 32_768
 # Below this much work (time steps x parameters) a call runs on one thread: the
 # parallel launch costs more than it saves, and badly so when cores are shared.
 _PARALLEL_MIN_WORK = 200_000
-
-
-@njit(inline="always", **_JIT)
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 @njit(**_JIT)
@@ -185,32 +184,34 @@ def _layer_forward(params, layout, layer, cell, hidden_size, block_size, x, r_pr
     if cell == CELL_LSTM:
         for k in range(H):
             for j in range(n):
-                gi = _sigmoid(act[k, j])
-                gf = _sigmoid(act[H + k, j])
-                gg = np.tanh(act[2 * H + k, j])
-                go = _sigmoid(act[3 * H + k, j])
+                gi = sigmoid(act[k, j])
+                gf = sigmoid(act[H + k, j])
+                gg = tanh(act[2 * H + k, j])
+                go = sigmoid(act[3 * H + k, j])
                 act[k, j] = gi
                 act[H + k, j] = gf
                 act[2 * H + k, j] = gg
                 act[3 * H + k, j] = go
                 ck = gf * c_prev[k, j] + gi * gg
                 c[k, j] = ck
-                r[k, j] = go * np.tanh(ck)
+                r[k, j] = go * tanh(ck)
     else:
         n_blocks = H // block_size
+        half = like(0.5, act)
+        two = like(2.0, act)
         for q in range(H, n_units):
             for j in range(n):
-                a = _sigmoid(act[q, j])
+                a = sigmoid(act[q, j])
                 act[q, j] = a
                 r[q, j] = a
         for k in range(H):
             blk = k // block_size
             for j in range(n):
-                gk = 2.0 * np.tanh(0.5 * act[k, j])
+                gk = two * tanh(half * act[k, j])
                 act[k, j] = gk
                 ck = c_prev[k, j] + act[H + blk, j] * gk
                 c[k, j] = ck
-                r[k, j] = act[H + n_blocks + blk, j] * np.tanh(0.5 * ck)
+                r[k, j] = act[H + n_blocks + blk, j] * tanh(half * ck)
     for j in range(n):
         if active[j] == 0:
             for k in range(H):
@@ -233,6 +234,8 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, x, r_p
     n_rec = r_prev.shape[0]
     n = act.shape[1]
     H = hidden_size
+    one = like(1.0, act)
+    floor = flush_floor(act)
     if cell == CELL_LSTM:
         for k in range(H):
             for j in range(n):
@@ -240,16 +243,18 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, x, r_p
                 gf = act[H + k, j]
                 gg = act[2 * H + k, j]
                 go = act[3 * H + k, j]
-                tc = np.tanh(c[k, j])
+                tc = tanh(c[k, j])
                 dh = dr[k, j]
-                dck = dc[k, j] + dh * go * (1.0 - tc * tc)
-                dz[k, j] = dck * gg * gi * (1.0 - gi)
-                dz[H + k, j] = dck * c_prev[k, j] * gf * (1.0 - gf)
-                dz[2 * H + k, j] = dck * gi * (1.0 - gg * gg)
-                dz[3 * H + k, j] = dh * tc * go * (1.0 - go)
-                dc[k, j] = dck * gf
+                dck = dc[k, j] + dh * go * (one - tc * tc)
+                dz[k, j] = flush(dck * gg * gi * (one - gi), floor)
+                dz[H + k, j] = flush(dck * c_prev[k, j] * gf * (one - gf), floor)
+                dz[2 * H + k, j] = flush(dck * gi * (one - gg * gg), floor)
+                dz[3 * H + k, j] = flush(dh * tc * go * (one - go), floor)
+                dc[k, j] = flush(dck * gf, floor)
     else:
         n_blocks = H // block_size
+        half = like(0.5, act)
+        quarter = like(0.25, act)
         for q in range(H, n_units):
             for j in range(n):
                 dz[q, j] = dr[q, j]
@@ -258,17 +263,17 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, x, r_p
             for j in range(n):
                 yin = act[H + blk, j]
                 yout = act[H + n_blocks + blk, j]
-                hs = np.tanh(0.5 * c[k, j])
+                hs = tanh(half * c[k, j])
                 dz[H + n_blocks + blk, j] += dr[k, j] * hs
-                dsk = dc[k, j] + dr[k, j] * yout * 0.5 * (1.0 - hs * hs)
+                dsk = dc[k, j] + dr[k, j] * yout * half * (one - hs * hs)
                 gk = act[k, j]
                 dz[H + blk, j] += dsk * gk
-                dz[k, j] = dsk * yin * (1.0 - 0.25 * gk * gk)
-                dc[k, j] = dsk
+                dz[k, j] = flush(dsk * yin * (one - quarter * gk * gk), floor)
+                dc[k, j] = flush(dsk, floor)
         for q in range(H, n_units):
             for j in range(n):
                 a = act[q, j]
-                dz[q, j] *= a * (1.0 - a)
+                dz[q, j] = flush(dz[q, j] * a * (one - a), floor)
     # Lanes past their end: no parameter gradient; state gradients pass through.
     for j in range(n):
         if active[j] == 0:
@@ -293,6 +298,9 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, x, r_p
     _mm_nt(dz, r_prev, g_hh)
     _mm_tn_set(w_ih, dz, dx)
     _mm_tn_set(w_hh, dz, dr_prev)
+    for k in range(n_rec):
+        for j in range(n):
+            dr_prev[k, j] = flush(dr_prev[k, j], floor)
     for j in range(n):
         if active[j] == 0:
             for k in range(n_rec):
@@ -320,7 +328,7 @@ def _activate(loss_kind, logits):
     if loss_kind == LOSS_SIGMOID_SQUARED or loss_kind == LOSS_LOGISTIC_XENT:
         for k in range(n_out):
             for j in range(n):
-                logits[k, j] = _sigmoid(logits[k, j])
+                logits[k, j] = sigmoid(logits[k, j])
     elif loss_kind == LOSS_SOFTMAX_XENT:
         for j in range(n):
             zmax = logits[0, j]
@@ -359,7 +367,7 @@ def _head_loss_grad(params, layout, loss_kind, h, target, weight, logits, grad, 
                 logits[k, j] = w * diff
         elif loss_kind == LOSS_SIGMOID_SQUARED:
             for k in range(n_out):
-                y = _sigmoid(logits[k, j])
+                y = sigmoid(logits[k, j])
                 diff = y - target[k, j]
                 loss += w * 0.5 * diff * diff
                 logits[k, j] = w * diff * y * (1.0 - y)
@@ -383,7 +391,7 @@ def _head_loss_grad(params, layout, loss_kind, h, target, weight, logits, grad, 
                 t = target[k, j]
                 # log(1 + exp(-|z|)) + max(z, 0) - t z, stable for any z
                 loss += w * (np.log1p(np.exp(-abs(z))) + max(z, 0.0) - t * z)
-                logits[k, j] = w * (_sigmoid(z) - t)
+                logits[k, j] = w * (sigmoid(z) - t)
     n_layers = layout.shape[0] - 1
     off_w = layout[n_layers, 0]
     off_b = layout[n_layers, 1]

@@ -16,7 +16,8 @@ from numba import njit
 
 from . import config
 
-_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True}
+_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True,
+        "error_model": "numpy"}
 
 OPT_SGD = 0
 OPT_ADAM = 1

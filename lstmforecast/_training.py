@@ -16,7 +16,8 @@ from . import config
 from ._kernels import loss_grad
 from ._optimizers import H_ALPHA, H_CLIP, optimizer_step
 
-_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True}
+_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True,
+        "error_model": "numpy"}
 
 
 @njit(**_JIT)

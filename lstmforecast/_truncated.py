@@ -22,9 +22,11 @@ from numba import njit
 
 from . import config
 from ._kernels import _head_loss_grad, _layer_forward
+from ._math import tanh
 from ._training import apply_update
 
-_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True}
+_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True,
+        "error_model": "numpy"}
 
 
 @njit(inline="always", **_JIT)
@@ -129,7 +131,7 @@ def _truncated_sequence(params, layout, X, length, Y, mask, cell, hidden_size,
             if lstm:
                 for k in range(H):
                     go = act[3 * H + k, 0]
-                    hs = np.tanh(c[k, 0])
+                    hs = tanh(c[k, 0])
                     ds[k] = go * (1.0 - hs * hs) * dy[k, 0]
                     _add_row(grad, off_wih, off_whh, off_b, off_b2, D, n_rec,
                              3 * H + k, hs * go * (1.0 - go) * dy[k, 0], src)
@@ -139,7 +141,7 @@ def _truncated_sequence(params, layout, X, length, Y, mask, cell, hidden_size,
             else:
                 for k in range(H):
                     j = k // block_size
-                    hs = np.tanh(0.5 * c[k, 0])
+                    hs = tanh(0.5 * c[k, 0])
                     ds[k] = (act[H + n_blocks + j, 0] * 0.5 * (1.0 - hs * hs)
                              * dy[k, 0])
                 for j in range(n_blocks):
@@ -148,7 +150,7 @@ def _truncated_sequence(params, layout, X, length, Y, mask, cell, hidden_size,
                     d_out = 0.0
                     for v in range(block_size):
                         k = j * block_size + v
-                        d_out += np.tanh(0.5 * c[k, 0]) * dy[k, 0]
+                        d_out += tanh(0.5 * c[k, 0]) * dy[k, 0]
                     d_out *= yout * (1.0 - yout)
                     _add_row(grad, off_wih, off_whh, off_b, off_b2, D, n_rec,
                              H + n_blocks + j, d_out, src)
