@@ -221,14 +221,16 @@ def _layer_forward(params, layout, layer, cell, hidden_size, block_size, x, r_pr
 
 
 @njit(**_JIT)
-def _layer_backward(params, layout, layer, cell, hidden_size, block_size, x, r_prev,
-                    c_prev, act, c, active, dr, dc, grad, dz, dx, dr_prev):
+def _layer_backward(params, layout, layer, cell, hidden_size, block_size, r_prev,
+                    c_prev, act, c, active, dr, dc, dz, dx, dr_prev):
     """Backward through one step of one layer for a chunk of lanes.
 
     On entry ``dr (R, n)`` and ``dc (H, n)`` hold the gradient with respect to this
     step's recurrent output and cell state; on exit ``dc`` holds it with respect to
-    ``c_prev``, ``dx`` with respect to ``x`` and ``dr_prev`` with respect to
-    ``r_prev``. Parameter gradients are added to ``grad``.
+    ``c_prev``, ``dz (U, n)`` with respect to the units' net inputs (zero on inactive
+    lanes), ``dx`` with respect to the layer's input and ``dr_prev`` with respect to
+    ``r_prev``. The weight gradients, ``sum over steps of dz x^T``, are left to
+    :func:`_add_weight_grads`, once per chunk.
     """
     n_units = act.shape[0]
     n_rec = r_prev.shape[0]
@@ -279,23 +281,7 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, x, r_p
         if active[j] == 0:
             for u in range(n_units):
                 dz[u, j] = 0.0
-    off_bih = layout[layer, 2]
-    off_bhh = layout[layer, 3]
-    din = x.shape[0]
-    off_wih = layout[layer, 0]
-    off_whh = layout[layer, 1]
     w_ih, w_hh = _weights(params, layout, layer, n_units, n_rec)
-    g_ih = grad[off_wih:off_wih + n_units * din].reshape((n_units, din))
-    g_hh = grad[off_whh:off_whh + n_units * n_rec].reshape((n_units, n_rec))
-    for u in range(n_units):
-        s = 0.0
-        for j in range(n):
-            s += dz[u, j]
-        grad[off_bih + u] += s
-        if off_bhh >= 0:
-            grad[off_bhh + u] += s
-    _mm_nt(dz, x, g_ih)
-    _mm_nt(dz, r_prev, g_hh)
     _mm_tn_set(w_ih, dz, dx)
     _mm_tn_set(w_hh, dz, dr_prev)
     for k in range(n_rec):
@@ -305,6 +291,56 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, x, r_p
         if active[j] == 0:
             for k in range(n_rec):
                 dr_prev[k, j] = dr[k, j]
+
+
+@njit(**_JIT)
+def _store_step(t, dz, x, r_prev, dz_all, inputs_all):
+    """Keep step ``t``'s ``dz`` and the layer's inputs ``[x; r_prev; 1]`` for
+    :func:`_add_weight_grads` (``dz_all (U, T, n)``, ``inputs_all (>= D_in + R + 1,
+    T, n)``)."""
+    n = dz.shape[1]
+    din = x.shape[0]
+    n_rec = r_prev.shape[0]
+    one = like(1.0, dz)
+    for u in range(dz.shape[0]):
+        for j in range(n):
+            dz_all[u, t, j] = dz[u, j]
+    for d in range(din):
+        for j in range(n):
+            inputs_all[d, t, j] = x[d, j]
+    for k in range(n_rec):
+        for j in range(n):
+            inputs_all[din + k, t, j] = r_prev[k, j]
+    for j in range(n):
+        inputs_all[din + n_rec, t, j] = one
+
+
+@njit(**_JIT)
+def _add_weight_grads(layout, layer, din, n_rec, dz_all, inputs_all, grad):
+    """Add one layer's weight and bias gradients over a whole chunk to ``grad``.
+
+    One matrix product over all steps and lanes, ``dz_all (U, T*n) @ [x; r_prev;
+    1] (D_in + R + 1, T*n)^T``, instead of a small product (and a reduction across
+    the vector lanes) at every step; the row of ones gives the bias gradient.
+    """
+    n_units = dz_all.shape[0]
+    m = din + n_rec + 1
+    K = dz_all.shape[1] * dz_all.shape[2]
+    Z = dz_all.reshape((n_units, K))
+    A = inputs_all.reshape((inputs_all.shape[0], K))[:m]
+    G = np.dot(Z, A.T)
+    off_wih = layout[layer, 0]
+    off_whh = layout[layer, 1]
+    off_bih = layout[layer, 2]
+    off_bhh = layout[layer, 3]
+    for u in range(n_units):
+        for d in range(din):
+            grad[off_wih + u * din + d] += G[u, d]
+        for k in range(n_rec):
+            grad[off_whh + u * n_rec + k] += G[u, din + k]
+        grad[off_bih + u] += G[u, m - 1]
+        if off_bhh >= 0:
+            grad[off_bhh + u] += G[u, m - 1]
 
 
 @njit(**_JIT)
@@ -485,6 +521,8 @@ def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state
     dz = np.empty((n_units, n), dtype=dt)
     dx = np.empty((max(D, H), n), dtype=dt)
     dr_prev = np.empty((n_rec, n), dtype=dt)
+    dz_all = np.empty((n_layers, n_units, t_max, n), dtype=dt)
+    inputs_all = np.empty((n_layers, max(D, H) + n_rec + 1, t_max, n), dtype=dt)
     grad = grads[chunk]
     loss = 0.0
     top = n_layers - 1
@@ -505,13 +543,17 @@ def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state
         for layer in range(top, -1, -1):
             x = xs[t] if layer == 0 else rs[t + 1, layer - 1, :H]
             din = x.shape[0]
-            _layer_backward(params, layout, layer, cell, H, block_size, x,
+            _layer_backward(params, layout, layer, cell, H, block_size,
                             rs[t, layer], cs[t, layer], acts[t, layer],
-                            cs[t + 1, layer], active[t], dr[layer], dc[layer], grad,
+                            cs[t + 1, layer], active[t], dr[layer], dc[layer],
                             dz, dx[:din], dr_prev)
+            _store_step(t, dz, x, rs[t, layer], dz_all[layer], inputs_all[layer])
             dr[layer] = dr_prev
             if layer > 0:
                 dr[layer - 1, :H] += dx[:H]
+    for layer in range(n_layers):
+        _add_weight_grads(layout, layer, D if layer == 0 else H, n_rec,
+                          dz_all[layer], inputs_all[layer], grad)
     losses[chunk] = loss
 
 
