@@ -40,8 +40,11 @@ _JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil":
 # larger batches are split into about LSTMF_PARALLEL_CHUNKS chunks.
 _LANES = config.LSTMF_LANES
 _PARALLEL_CHUNKS = config.LSTMF_PARALLEL_CHUNKS
-# Matrix products with at least this many multiply-adds go to BLAS.
-_BLAS_MIN_WORK = 32_768
+# Matrix products over several lanes with at least this many multiply-adds go to
+# BLAS: a hand loop over a short lane axis cannot keep the vector units busy (with
+# 16 lanes, a 32x8 by 8x16 product took 800 ns as a loop and 110 ns in sgemm), while
+# a single lane (one sequence) is a matrix-vector product the loop does well.
+_BLAS_MIN_WORK = 512
 # Below this much work (time steps x parameters) a call runs on one thread: the
 # parallel launch costs more than it saves, and badly so when cores are shared.
 _PARALLEL_MIN_WORK = 200_000
@@ -52,7 +55,7 @@ def _mm_set(A, B, C):
     """``C = A @ B`` (overwriting ``C``), BLAS for large products."""
     m, k = A.shape
     n = B.shape[1]
-    if m * k * n >= _BLAS_MIN_WORK:
+    if n > 1 and m * k * n >= _BLAS_MIN_WORK:
         np.dot(A, B, C)
         return
     C[:, :] = 0.0
@@ -64,7 +67,7 @@ def _mm_tn_set(A, B, C):
     """``C = A.T @ B`` (overwriting ``C``), BLAS for large products."""
     k, m = A.shape
     n = B.shape[1]
-    if m * k * n >= _BLAS_MIN_WORK:
+    if n > 1 and m * k * n >= _BLAS_MIN_WORK:
         np.dot(A.T, B, C)
         return
     C[:, :] = 0.0
@@ -76,7 +79,7 @@ def _mm(A, B, C):
     """``C += A @ B`` for ``A (m, k)``, ``B (k, n)`` (lanes ``n`` innermost)."""
     m, k = A.shape
     n = B.shape[1]
-    if m * k * n >= _BLAS_MIN_WORK and k >= 8:
+    if n > 1 and m * k * n >= _BLAS_MIN_WORK and k >= 8:
         C += np.dot(A, B)
         return
     if n == 1:
@@ -98,7 +101,7 @@ def _mm_tn(A, B, C):
     """``C += A.T @ B`` for ``A (k, m)``, ``B (k, n)``."""
     k, m = A.shape
     n = B.shape[1]
-    if m * k * n >= _BLAS_MIN_WORK:
+    if n > 1 and m * k * n >= _BLAS_MIN_WORK:
         C += np.dot(A.T, B)
         return
     if n == 1:
@@ -119,7 +122,7 @@ def _mm_nt(A, B, C):
     """``C += A @ B.T`` for ``A (m, n)``, ``B (k, n)``: reduction over lanes."""
     m, n = A.shape
     k = B.shape[0]
-    if m * k * n >= _BLAS_MIN_WORK:
+    if n > 1 and m * k * n >= _BLAS_MIN_WORK:
         C += np.dot(A, B.T)
         return
     if n == 1:
