@@ -144,6 +144,7 @@ def time_gpu_kernels(D, H, T, B, n_batches, epochs, repeats):
 
 def time_cpu_kernels(D, H, T, B, n_batches, epochs, repeats):
     from lstmforecast._kernels import forward
+    from lstmforecast._threads import cpu_kernels
     from lstmforecast._layout import CELL_LSTM, LOSS_SQUARED
     from lstmforecast._optimizers import OPT_ADAM
     from lstmforecast._training import train_batches
@@ -153,17 +154,21 @@ def time_cpu_kernels(D, H, T, B, n_batches, epochs, repeats):
     params = prob["params"].copy()
     order = np.arange(prob["X"].shape[0], dtype=np.int64)
 
+    # cpu_kernels: BLAS held to one thread inside the parallel kernels, as the
+    # estimators do (a multi-threaded OpenBLAS inside OpenMP oversubscribes)
     def fit():
-        for _ in range(epochs):
-            train_batches(params, prob["layout"], prob["X"], prob["lengths"],
-                          prob["Y"], prob["mask"], prob["state0"], order, B, 0,
-                          n_batches, CELL_LSTM, H, 1, LOSS_SQUARED, OPT_ADAM,
-                          targs["opt_state"], targs["step"], targs["hyper"],
-                          targs["l2_mask"], targs["train_mask"], True)
+        with cpu_kernels() as parallel:
+            for _ in range(epochs):
+                train_batches(params, prob["layout"], prob["X"], prob["lengths"],
+                              prob["Y"], prob["mask"], prob["state0"], order, B, 0,
+                              n_batches, CELL_LSTM, H, 1, LOSS_SQUARED, OPT_ADAM,
+                              targs["opt_state"], targs["step"], targs["hyper"],
+                              targs["l2_mask"], targs["train_mask"], parallel)
 
     def predict():
-        forward(prob["params"], prob["layout"], prob["X"], prob["lengths"],
-                prob["state0"], CELL_LSTM, H, 1, LOSS_SQUARED, True, True)
+        with cpu_kernels() as parallel:
+            forward(prob["params"], prob["layout"], prob["X"], prob["lengths"],
+                    prob["state0"], CELL_LSTM, H, 1, LOSS_SQUARED, True, parallel)
 
     fit()
     predict()
@@ -296,6 +301,7 @@ def run_many(n_models, sample, repeats, sizes=MANY):
     from lstmforecast import gpu_lstm
     from lstmforecast._layout import CELL_LSTM, LOSS_SQUARED
     from lstmforecast._optimizers import OPT_ADAM
+    from lstmforecast._threads import cpu_kernels
     from lstmforecast._training import train_batches
 
     D, H, T, B, n_batches, epochs = sizes
@@ -323,13 +329,14 @@ def run_many(n_models, sample, repeats, sizes=MANY):
         for m in range(k):
             targs_m = _train_args(prob)
             params = prob["params"][m].copy()
-            for _ in range(epochs):
-                train_batches(params, prob["layout"], prob["X"], prob["lengths"],
-                              prob["Y"], prob["mask"], prob["state0"], orders[m], B,
-                              0, n_batches, CELL_LSTM, H, 1, LOSS_SQUARED, OPT_ADAM,
-                              targs_m["opt_state"], targs_m["step"], targs_m["hyper"],
-                              targs_m["l2_mask"], targs_m["train_mask"],
-                              True)
+            with cpu_kernels() as parallel:
+                for _ in range(epochs):
+                    train_batches(params, prob["layout"], prob["X"], prob["lengths"],
+                                  prob["Y"], prob["mask"], prob["state0"], orders[m],
+                                  B, 0, n_batches, CELL_LSTM, H, 1, LOSS_SQUARED,
+                                  OPT_ADAM, targs_m["opt_state"], targs_m["step"],
+                                  targs_m["hyper"], targs_m["l2_mask"],
+                                  targs_m["train_mask"], parallel)
 
     cpu_fit()
     cpu_s = _median_time(cpu_fit, repeats) * n_models / k
