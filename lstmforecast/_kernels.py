@@ -31,10 +31,7 @@ from ._layout import (
     LOSS_SQUARED,
 )
 
-# error_model="numpy": no zero-division checks, which would stop the lane loops from
-# vectorising (see lstmforecast._math).
-_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True,
-        "error_model": "numpy"}
+_JIT = config.jit_options()
 
 # At least this many sequences are stepped together in one chunk (vector lanes);
 # larger batches are split into about LSTMF_PARALLEL_CHUNKS chunks.
@@ -298,13 +295,12 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, r_prev
 
 @njit(**_JIT)
 def _store_step(t, dz, x, r_prev, dz_all, inputs_all):
-    """Keep step ``t``'s ``dz`` and the layer's inputs ``[x; r_prev; 1]`` for
+    """Keep step ``t``'s ``dz`` and the layer's inputs ``[x; r_prev]`` for
     :func:`_add_weight_grads` (``dz_all (U, T, n)``, ``inputs_all (>= D_in + R + 1,
     T, n)``)."""
     n = dz.shape[1]
     din = x.shape[0]
     n_rec = r_prev.shape[0]
-    one = like(1.0, dz)
     for u in range(dz.shape[0]):
         for j in range(n):
             dz_all[u, t, j] = dz[u, j]
@@ -314,8 +310,6 @@ def _store_step(t, dz, x, r_prev, dz_all, inputs_all):
     for k in range(n_rec):
         for j in range(n):
             inputs_all[din + k, t, j] = r_prev[k, j]
-    for j in range(n):
-        inputs_all[din + n_rec, t, j] = one
 
 
 @njit(**_JIT)
@@ -328,6 +322,7 @@ def _add_weight_grads(layout, layer, din, n_rec, dz_all, inputs_all, grad):
     """
     n_units = dz_all.shape[0]
     m = din + n_rec + 1
+    inputs_all[m - 1] = 1.0
     K = dz_all.shape[1] * dz_all.shape[2]
     Z = dz_all.reshape((n_units, K))
     A = inputs_all.reshape((inputs_all.shape[0], K))[:m]

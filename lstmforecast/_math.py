@@ -25,9 +25,9 @@ kernels flush such values to zero, as the FTZ/DAZ modes of a GPU or of PyTorch's
 smallest normal number, so that a product with a factor of at least ``2**-24`` stays
 normal) are far below anything that can move a weight.
 
-The kernels that call these helpers must be compiled with ``error_model="numpy"``:
-Python's error model guards every float division with a zero check, which keeps
-LLVM from vectorising the loop.
+The kernels that call these helpers are compiled with ``error_model="numpy"``
+(``config.jit_options``): Python's error model guards every float division with a
+zero check, which keeps LLVM from vectorising the loop.
 """
 
 from __future__ import annotations

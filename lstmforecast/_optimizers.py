@@ -16,8 +16,7 @@ from numba import njit
 
 from . import config
 
-_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True,
-        "error_model": "numpy"}
+_JIT = config.jit_options()
 
 OPT_SGD = 0
 OPT_ADAM = 1

@@ -16,8 +16,7 @@ from . import config
 from ._kernels import loss_grad
 from ._optimizers import H_ALPHA, H_CLIP, optimizer_step
 
-_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True,
-        "error_model": "numpy"}
+_JIT = config.jit_options()
 
 
 @njit(**_JIT)

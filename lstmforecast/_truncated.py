@@ -25,8 +25,7 @@ from ._kernels import _head_loss_grad, _layer_forward
 from ._math import tanh
 from ._training import apply_update
 
-_JIT = {"cache": config.LSTMF_CACHE, "fastmath": config.LSTMF_FASTMATH, "nogil": True,
-        "error_model": "numpy"}
+_JIT = config.jit_options()
 
 
 @njit(inline="always", **_JIT)

@@ -9,6 +9,7 @@ before the first fit of a process, or clear the cache.
 
 from __future__ import annotations
 
+import functools
 import os
 
 
@@ -53,6 +54,15 @@ LSTMF_LANES = _DEFAULTS["LSTMF_LANES"]
 LSTMF_PARALLEL_CHUNKS = _DEFAULTS["LSTMF_PARALLEL_CHUNKS"]
 LSTMF_THREADS_PER_BLOCK = _DEFAULTS["LSTMF_THREADS_PER_BLOCK"]
 LSTMF_GPU_SHARED_BYTES = _DEFAULTS["LSTMF_GPU_SHARED_BYTES"]
+
+
+def jit_options():
+    """Options of every CPU kernel's ``@njit`` (read once, when a kernel module is
+    imported). ``error_model="numpy"`` drops the zero-division checks of Python's
+    error model, which would keep the lane loops from vectorising (see
+    :mod:`lstmforecast._math`)."""
+    return {"cache": LSTMF_CACHE, "fastmath": LSTMF_FASTMATH, "nogil": True,
+            "error_model": "numpy"}
 
 
 def _reset(var=None):
@@ -116,11 +126,113 @@ def kernel_fingerprint():
     return _kernel_fingerprint
 
 
+class _IndexLock:
+    """Exclusive lock on ``path`` (``fcntl.flock``) for an index's read-modify-write;
+    without ``fcntl`` (Windows) or a writable directory it does nothing, and a
+    racing writer can then only drop an index entry (a later recompile), never
+    point one at the wrong code."""
+
+    def __init__(self, path):
+        self._path = path
+        self._file = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+            self._file = open(self._path, "a+b")
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            if self._file is not None:
+                self._file.close()
+            self._file = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._file is not None:
+            self._file.close()      # closing releases the lock
+        return False
+
+
+@functools.cache
+def _keyed_cache_file_class():
+    from numba.core.caching import IndexDataCacheFile
+
+    class _KeyedIndexDataCacheFile(IndexDataCacheFile):
+        """Numba's index + data cache files, with each data file named after its
+        key and source stamp, and holding both.
+
+        Numba numbers data files in the order entries are added to the index
+        (``name.1.nbc``, ``name.2.nbc``...). Two processes that compile different
+        signatures of one function at the same time both pick ``name.1.nbc``; the
+        index and the data file are then written last-writer-wins independently,
+        and the index can map the float64 signature to the float32 machine code,
+        which segfaults (or computes garbage) in every later process. Here a data
+        file belongs to one key and one source version, the index is updated under
+        a lock, and a load checks the key and stamp stored in the file.
+        """
+
+        def _keyed_data_name(self, key):
+            import hashlib
+            digest = hashlib.sha256(
+                repr((self._source_stamp, key)).encode()).hexdigest()[:24]
+            return "%s.%s.nbc" % (self._index_name[:-len(".nbi")], digest)
+
+        def save(self, key, data):
+            data_name = self._keyed_data_name(key)
+            self._save_data(data_name, (self._source_stamp, key, data))
+            with _IndexLock(self._index_path + ".lock"):
+                stale = self._stale_data_names()
+                overloads = self._load_index()
+                if overloads.get(key) != data_name:
+                    overloads[key] = data_name
+                    self._save_index(overloads)
+            for name in stale - {data_name}:
+                try:
+                    os.unlink(self._data_path(name))
+                except OSError:
+                    pass
+
+        def load(self, key):
+            data_name = self._load_index().get(key)
+            if data_name is None:
+                return None
+            try:
+                stored = self._load_data(data_name)
+            except OSError:
+                return None
+            if (isinstance(stored, tuple) and len(stored) == 3
+                    and stored[0] == self._source_stamp and stored[1] == key):
+                return stored[2]
+            return None
+
+        def _stale_data_names(self):
+            """Data files listed by an index written for other sources (they are
+            never loaded again; numbered files were overwritten, keyed ones are
+            deleted)."""
+            import pickle
+            try:
+                with open(self._index_path, "rb") as f:
+                    version = pickle.load(f)
+                    stamp, overloads = pickle.loads(f.read())
+            except Exception:
+                return set()
+            if version == self._version and stamp == self._source_stamp:
+                return set()
+            return {name for name in overloads.values()
+                    if isinstance(name, str) and os.sep not in name}
+
+    return _KeyedIndexDataCacheFile
+
+
 def harden_caches(namespace):
     """Make the Numba caches of the dispatchers in ``namespace`` tolerate corrupt,
-    foreign or unwritable cache files (load failures recompile, save failures pass)
-    and stale ones (every index is stamped with :func:`kernel_fingerprint`)."""
-    from numba.core.caching import FunctionCache
+    foreign or unwritable cache files (load failures recompile, save failures pass),
+    stale ones (every index is stamped with :func:`kernel_fingerprint`) and
+    processes that compile into one cache at the same time (data files keyed by
+    signature, see ``_keyed_cache_file_class``)."""
+    from numba.core.caching import FunctionCache, IndexDataCacheFile
+
+    keyed_cache_file = _keyed_cache_file_class()
 
     class _TolerantCache(FunctionCache):
         def load_overload(self, sig, target_context):
@@ -144,5 +256,7 @@ def harden_caches(namespace):
         if type(cache) is FunctionCache:
             cache.__class__ = _TolerantCache
             index = getattr(cache, "_cache_file", None)
+            if type(index) is IndexDataCacheFile:
+                index.__class__ = keyed_cache_file
             if index is not None and hasattr(index, "_source_stamp"):
                 index._source_stamp = (index._source_stamp, kernel_fingerprint())

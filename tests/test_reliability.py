@@ -686,6 +686,75 @@ def test_processes_compiling_into_one_empty_cache(cache_case, tmp_path, mode):
     assert "data saved to" not in fourth.stdout
 
 
+# Numba numbers a function's data files in the order signatures reach its index, so
+# two processes compiling the float32 and the float64 kernels at the same time both
+# wrote "name.1.nbc", and the index could map one signature to the other's machine
+# code: every later run that loaded it segfaulted. config.harden_caches names data
+# files by key and source stamp, and a load checks both.
+
+
+def _keyed_cache_file(tmp_path, stamp=("mtime", "fingerprint")):
+    from lstmforecast import config
+    return config._keyed_cache_file_class()(
+        cache_path=str(tmp_path), filename_base="kernel-12.py311", source_stamp=stamp)
+
+
+def test_package_kernels_use_keyed_cache_files():
+    from lstmforecast import _kernels, _optimizers, _training, _truncated, config
+    keyed = config._keyed_cache_file_class()
+    dispatchers = [obj for module in (_kernels, _optimizers, _training, _truncated)
+                   for obj in vars(module).values()
+                   if getattr(obj, "_cache", None) is not None
+                   and hasattr(obj._cache, "_cache_file")]
+    if not config.LSTMF_CACHE:
+        pytest.skip("Numba's cache is off in this environment (LSTMF_CACHE=0)")
+    assert len(dispatchers) > 20
+    assert all(type(d._cache._cache_file) is keyed for d in dispatchers)
+
+
+def test_cache_entry_pointing_at_another_signatures_code_is_not_loaded(tmp_path):
+    cache_file = _keyed_cache_file(tmp_path)
+    key32, key64 = ("float32", "cpu", "code"), ("float64", "cpu", "code")
+    cache_file.save(key32, "machine code for float32")
+    cache_file.save(key64, "machine code for float64")
+    assert cache_file.load(key32) == "machine code for float32"
+    assert cache_file.load(key64) == "machine code for float64"
+    overloads = cache_file._load_index()
+    assert overloads[key32] != overloads[key64]
+    # What two interleaved writers of Numba's numbered files could leave behind:
+    overloads[key64] = overloads[key32]
+    cache_file._save_index(overloads)
+    assert cache_file.load(key64) is None           # recompiled, not the f32 code
+    assert cache_file.load(key32) == "machine code for float32"
+
+
+def test_writers_racing_on_one_cache_file_never_mix_signatures(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    keys = [(f"signature {i}", "cpu", "code") for i in range(24)]
+
+    def save(key):
+        _keyed_cache_file(tmp_path).save(key, f"code of {key[0]}")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(save, keys * 3))
+    reader = _keyed_cache_file(tmp_path)
+    assert [reader.load(key) for key in keys] == [f"code of {k[0]}" for k in keys]
+
+
+def test_cache_files_of_edited_sources_are_removed_and_never_loaded(tmp_path):
+    key = ("float32", "cpu", "code")
+    old = _keyed_cache_file(tmp_path, stamp=("mtime 1", "fingerprint 1"))
+    old.save(key, "old code")
+    old_files = set(tmp_path.glob("*.nbc"))
+    assert len(old_files) == 1
+    new = _keyed_cache_file(tmp_path, stamp=("mtime 2", "fingerprint 2"))
+    assert new.load(key) is None
+    new.save(key, "new code")
+    assert new.load(key) == "new code"
+    assert old.load(key) is None
+    assert not old_files & set(tmp_path.glob("*.nbc"))
+
+
 _STALE_CHILD = r"""
 import json, os, sys
 import numpy as np
