@@ -23,6 +23,7 @@ from numba import njit, prange
 
 from . import config
 from ._math import flush, flush_floor, like, sigmoid, tanh
+from ._views import borrowed
 from ._layout import (
     CELL_LSTM,
     LOSS_LOGISTIC_XENT,
@@ -504,27 +505,73 @@ def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state
     cs = np.empty((t_max + 1, n_layers, H, n), dtype=dt)
     rs = np.empty((t_max + 1, n_layers, n_rec, n), dtype=dt)
     _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs, active, rs, cs)
-    for t in range(t_max):
+    _bptt_forward(params, layout, cell, H, block_size, xs, active, acts, cs, rs)
+    dz_all = np.empty((n_layers, n_units, t_max, n), dtype=dt)
+    inputs_all = np.empty((n_layers, max(D, H) + n_rec + 1, t_max, n), dtype=dt)
+    losses[chunk] = _bptt_backward(
+        params, layout, Y, mask, rows, cell, H, block_size, loss_kind, xs, active,
+        acts, cs, rs, np.empty((n_out, n), dtype=dt), np.empty(n, dtype=dt),
+        np.empty((n_out, n), dtype=dt), np.empty((H, n), dtype=dt),
+        np.zeros((n_layers, n_rec, n), dtype=dt), np.zeros((n_layers, H, n), dtype=dt),
+        np.empty((n_units, n), dtype=dt), np.empty((max(D, H), n), dtype=dt),
+        np.empty((n_rec, n), dtype=dt), dz_all, inputs_all, grads[chunk])
+    for layer in range(n_layers):
+        _add_weight_grads(layout, layer, D if layer == 0 else H, n_rec,
+                          dz_all[layer], inputs_all[layer], grads[chunk])
+
+
+@njit(**_JIT)
+def _bptt_forward(params, layout, cell, H, block_size, xs, active, acts, cs, rs):
+    """Forward through a chunk's steps, keeping every step's ``acts``, ``cs`` and
+    ``rs`` for :func:`_bptt_backward`."""
+    # (views of borrowed arguments carry no reference count; see _views)
+    params = borrowed(params)
+    xs = borrowed(xs)
+    active = borrowed(active)
+    acts = borrowed(acts)
+    cs = borrowed(cs)
+    rs = borrowed(rs)
+    n_layers = acts.shape[1]
+    for t in range(xs.shape[0]):
         for layer in range(n_layers):
             x = xs[t] if layer == 0 else rs[t + 1, layer - 1, :H]
             _layer_forward(params, layout, layer, cell, H, block_size, x,
                            rs[t, layer], cs[t, layer], active[t], acts[t, layer],
                            cs[t + 1, layer], rs[t + 1, layer])
-    target = np.empty((n_out, n), dtype=dt)
-    weight = np.empty(n, dtype=dt)
-    logits = np.empty((n_out, n), dtype=dt)
-    dh = np.empty((H, n), dtype=dt)
-    dr = np.zeros((n_layers, n_rec, n), dtype=dt)
-    dc = np.zeros((n_layers, H, n), dtype=dt)
-    dz = np.empty((n_units, n), dtype=dt)
-    dx = np.empty((max(D, H), n), dtype=dt)
-    dr_prev = np.empty((n_rec, n), dtype=dt)
-    dz_all = np.empty((n_layers, n_units, t_max, n), dtype=dt)
-    inputs_all = np.empty((n_layers, max(D, H) + n_rec + 1, t_max, n), dtype=dt)
-    grad = grads[chunk]
+
+
+@njit(**_JIT)
+def _bptt_backward(params, layout, Y, mask, rows, cell, H, block_size, loss_kind, xs,
+                   active, acts, cs, rs, target, weight, logits, dh, dr, dc, dz, dx,
+                   dr_prev, dz_all, inputs_all, grad):
+    """Backward through a chunk's steps: head gradients into ``grad``, every step's
+    ``dz`` and layer inputs into ``dz_all``, ``inputs_all`` (for
+    :func:`_add_weight_grads`). Returns the chunk's summed weighted loss."""
+    # (views of borrowed arguments carry no reference count; see _views)
+    params = borrowed(params)
+    xs = borrowed(xs)
+    active = borrowed(active)
+    acts = borrowed(acts)
+    cs = borrowed(cs)
+    rs = borrowed(rs)
+    target = borrowed(target)
+    weight = borrowed(weight)
+    logits = borrowed(logits)
+    dh = borrowed(dh)
+    dr = borrowed(dr)
+    dc = borrowed(dc)
+    dz = borrowed(dz)
+    dx = borrowed(dx)
+    dr_prev = borrowed(dr_prev)
+    dz_all = borrowed(dz_all)
+    inputs_all = borrowed(inputs_all)
+    grad = borrowed(grad)
+    n_layers = acts.shape[1]
+    n = xs.shape[2]
+    n_out = Y.shape[2]
     loss = 0.0
     top = n_layers - 1
-    for t in range(t_max - 1, -1, -1):
+    for t in range(xs.shape[0] - 1, -1, -1):
         any_target = False
         for j in range(n):
             b = rows[j]
@@ -549,10 +596,7 @@ def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state
             dr[layer] = dr_prev
             if layer > 0:
                 dr[layer - 1, :H] += dx[:H]
-    for layer in range(n_layers):
-        _add_weight_grads(layout, layer, D if layer == 0 else H, n_rec,
-                          dz_all[layer], inputs_all[layer], grad)
-    losses[chunk] = loss
+    return loss
 
 
 @njit(parallel=True, **_JIT)
@@ -637,20 +681,40 @@ def _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, cell,
     start, stop = _chunk_bounds(X.shape[0], n_chunks, chunk)
     rows = np.arange(start, stop)
     n = rows.shape[0]
-    t_max = 0
-    for j in range(n):
-        t_max = max(t_max, lengths[rows[j]])
     dt = params.dtype
     D = X.shape[2]
     # one time step of inputs at a time: memory independent of the length
     xs = np.empty((1, D, n), dtype=dt)
     active = np.empty((1, n), dtype=np.int8)
-    act = np.empty((n_units, n), dtype=dt)
     rs = np.empty((2, n_layers, n_rec, n), dtype=dt)
     cs = np.empty((2, n_layers, H, n), dtype=dt)
-    logits = np.empty((n_out, n), dtype=dt)
     _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs[:0], active[:0], rs,
                 cs)
+    _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_kind,
+                   last_only, out, state, xs, active, np.empty((n_units, n), dtype=dt),
+                   rs, cs, np.empty((n_out, n), dtype=dt))
+
+
+@njit(**_JIT)
+def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_kind,
+                   last_only, out, state, xs, active, act, rs, cs, logits):
+    """The time loop of :func:`_forward_chunk` (buffers allocated there)."""
+    # (views of borrowed arguments carry no reference count; see _views)
+    params = borrowed(params)
+    xs = borrowed(xs)
+    active = borrowed(active)
+    act = borrowed(act)
+    rs = borrowed(rs)
+    cs = borrowed(cs)
+    logits = borrowed(logits)
+    n_layers = rs.shape[1]
+    n_rec = rs.shape[2]
+    n = rows.shape[0]
+    n_out = out.shape[2]
+    D = X.shape[2]
+    t_max = 0
+    for j in range(n):
+        t_max = max(t_max, lengths[rows[j]])
     cur = 0
     for t in range(t_max):
         nxt = 1 - cur
