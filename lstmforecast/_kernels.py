@@ -182,37 +182,61 @@ def _layer_forward(params, layout, layer, cell, hidden_size, block_size, x, r_pr
             act[u, j] += b
     _mm(w_ih, x, act)
     H = hidden_size
+    # Every lane loop below writes at most two rows: with more, LLVM needs too many
+    # runtime overlap checks between the rows (their offsets depend on H) and
+    # leaves the loop scalar, which made these loops 3-4 times slower.
+    # (the gate blocks are contiguous; loops over them count from 0, so Numba's
+    # negative-index wraparound, which also stops vectorisation, folds away)
+    flat = act.reshape(n_units * n)
     if cell == CELL_LSTM:
+        gates_if = flat[:2 * H * n]
+        for i in range(gates_if.shape[0]):
+            gates_if[i] = sigmoid(gates_if[i])
+        gates_g = flat[2 * H * n:3 * H * n]
+        for i in range(gates_g.shape[0]):
+            gates_g[i] = tanh(gates_g[i])
+        gates_o = flat[3 * H * n:]
+        for i in range(gates_o.shape[0]):
+            gates_o[i] = sigmoid(gates_o[i])
         for k in range(H):
+            gi = act[k]
+            gf = act[H + k]
+            gg = act[2 * H + k]
+            go = act[3 * H + k]
+            cp = c_prev[k]
+            ck_row = c[k]
+            r_row = r[k]
             for j in range(n):
-                gi = sigmoid(act[k, j])
-                gf = sigmoid(act[H + k, j])
-                gg = tanh(act[2 * H + k, j])
-                go = sigmoid(act[3 * H + k, j])
-                act[k, j] = gi
-                act[H + k, j] = gf
-                act[2 * H + k, j] = gg
-                act[3 * H + k, j] = go
-                ck = gf * c_prev[k, j] + gi * gg
-                c[k, j] = ck
-                r[k, j] = go * tanh(ck)
+                ck = gf[j] * cp[j] + gi[j] * gg[j]
+                ck_row[j] = ck
+                r_row[j] = go[j] * tanh(ck)
     else:
         n_blocks = H // block_size
         half = like(0.5, act)
         two = like(2.0, act)
+        gates = flat[H * n:]
+        for i in range(gates.shape[0]):
+            gates[i] = sigmoid(gates[i])
         for q in range(H, n_units):
+            a_row = act[q]
+            r_row = r[q]
             for j in range(n):
-                a = sigmoid(act[q, j])
-                act[q, j] = a
-                r[q, j] = a
+                r_row[j] = a_row[j]
+        cell_inputs = flat[:H * n]
+        for i in range(cell_inputs.shape[0]):
+            cell_inputs[i] = two * tanh(half * cell_inputs[i])
         for k in range(H):
             blk = k // block_size
+            gk = act[k]
+            y_in = act[H + blk]
+            y_out = act[H + n_blocks + blk]
+            cp = c_prev[k]
+            ck_row = c[k]
+            r_row = r[k]
             for j in range(n):
-                gk = two * tanh(half * act[k, j])
-                act[k, j] = gk
-                ck = c_prev[k, j] + act[H + blk, j] * gk
-                c[k, j] = ck
-                r[k, j] = act[H + n_blocks + blk, j] * tanh(half * ck)
+                ck = cp[j] + y_in[j] * gk[j]
+                ck_row[j] = ck
+                r_row[j] = y_out[j] * tanh(half * ck)
     for j in range(n):
         if active[j] == 0:
             for k in range(H):
@@ -239,44 +263,66 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, r_prev
     H = hidden_size
     one = like(1.0, act)
     floor = flush_floor(act)
+    # (at most two rows written per lane loop; see _layer_forward)
     if cell == CELL_LSTM:
         for k in range(H):
+            gi = act[k]
+            gf = act[H + k]
+            gg = act[2 * H + k]
+            go = act[3 * H + k]
+            ck = c[k]
+            cp = c_prev[k]
+            dh = dr[k]
+            dck = dc[k]     # becomes the gradient wrt this cell state, then c_prev
+            dz_i = dz[k]
+            dz_f = dz[H + k]
+            dz_g = dz[2 * H + k]
+            dz_o = dz[3 * H + k]
             for j in range(n):
-                gi = act[k, j]
-                gf = act[H + k, j]
-                gg = act[2 * H + k, j]
-                go = act[3 * H + k, j]
-                tc = tanh(c[k, j])
-                dh = dr[k, j]
-                dck = dc[k, j] + dh * go * (one - tc * tc)
-                dz[k, j] = flush(dck * gg * gi * (one - gi), floor)
-                dz[H + k, j] = flush(dck * c_prev[k, j] * gf * (one - gf), floor)
-                dz[2 * H + k, j] = flush(dck * gi * (one - gg * gg), floor)
-                dz[3 * H + k, j] = flush(dh * tc * go * (one - go), floor)
-                dc[k, j] = flush(dck * gf, floor)
+                tc = tanh(ck[j])
+                dz_o[j] = flush(dh[j] * tc * go[j] * (one - go[j]), floor)
+                dck[j] = dck[j] + dh[j] * go[j] * (one - tc * tc)
+            for j in range(n):
+                dz_i[j] = flush(dck[j] * gg[j] * gi[j] * (one - gi[j]), floor)
+                dz_g[j] = flush(dck[j] * gi[j] * (one - gg[j] * gg[j]), floor)
+            for j in range(n):
+                dz_f[j] = flush(dck[j] * cp[j] * gf[j] * (one - gf[j]), floor)
+                dck[j] = flush(dck[j] * gf[j], floor)
     else:
         n_blocks = H // block_size
         half = like(0.5, act)
         quarter = like(0.25, act)
         for q in range(H, n_units):
+            d_row = dz[q]
+            dr_row = dr[q]
             for j in range(n):
-                dz[q, j] = dr[q, j]
+                d_row[j] = dr_row[j]
         for k in range(H):
             blk = k // block_size
+            y_in = act[H + blk]
+            y_out = act[H + n_blocks + blk]
+            gk = act[k]
+            ck = c[k]
+            dh = dr[k]
+            dsk = dc[k]     # becomes the gradient wrt this cell state (and c_prev)
+            dz_k = dz[k]
+            dz_in = dz[H + blk]
+            dz_out = dz[H + n_blocks + blk]
             for j in range(n):
-                yin = act[H + blk, j]
-                yout = act[H + n_blocks + blk, j]
-                hs = tanh(half * c[k, j])
-                dz[H + n_blocks + blk, j] += dr[k, j] * hs
-                dsk = dc[k, j] + dr[k, j] * yout * half * (one - hs * hs)
-                gk = act[k, j]
-                dz[H + blk, j] += dsk * gk
-                dz[k, j] = flush(dsk * yin * (one - quarter * gk * gk), floor)
-                dc[k, j] = flush(dsk, floor)
+                hs = tanh(half * ck[j])
+                dz_out[j] += dh[j] * hs
+                dsk[j] = dsk[j] + dh[j] * y_out[j] * half * (one - hs * hs)
+            for j in range(n):
+                dz_in[j] += dsk[j] * gk[j]
+                dz_k[j] = flush(dsk[j] * y_in[j] * (one - quarter * gk[j] * gk[j]),
+                                floor)
+            for j in range(n):
+                dsk[j] = flush(dsk[j], floor)
         for q in range(H, n_units):
+            a_row = act[q]
+            d_row = dz[q]
             for j in range(n):
-                a = act[q, j]
-                dz[q, j] = flush(dz[q, j] * a * (one - a), floor)
+                d_row[j] = flush(d_row[j] * a_row[j] * (one - a_row[j]), floor)
     # Lanes past their end: no parameter gradient; state gradients pass through.
     for j in range(n):
         if active[j] == 0:
@@ -486,8 +532,9 @@ def _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs, active, rs, cs
 @njit(**_JIT)
 def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state0,
                      seq_index, cell, hidden_size, block_size, loss_kind, grads,
-                     losses):
-    """Forward and BPTT of one chunk into ``grads[chunk]`` and ``losses[chunk]``."""
+                     losses, work):
+    """Forward and BPTT of one chunk into ``grads[chunk]`` and ``losses[chunk]``,
+    with the step arrays in ``work`` (1-D, at least :func:`_chunk_work_size`)."""
     n_layers, n_units, n_rec = _network_sizes(layout, cell, hidden_size, block_size)
     H = hidden_size
     n_out = Y.shape[2]
@@ -499,15 +546,30 @@ def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state
     for j in range(n):
         t_max = max(t_max, lengths[rows[j]])
     dt = params.dtype
-    xs = np.empty((t_max, D, n), dtype=dt)
+    # The step arrays are carved from the caller's workspace: reused from batch to
+    # batch, their pages stay mapped (fresh megabytes from malloc are new pages from
+    # the kernel, and the page faults cost a quarter of a small network's step).
+    pos = 0
+    xs = work[pos:pos + t_max * D * n].reshape((t_max, D, n))
+    pos += t_max * D * n
+    acts = work[pos:pos + t_max * n_layers * n_units * n].reshape(
+        (t_max, n_layers, n_units, n))
+    pos += t_max * n_layers * n_units * n
+    cs = work[pos:pos + (t_max + 1) * n_layers * H * n].reshape(
+        (t_max + 1, n_layers, H, n))
+    pos += (t_max + 1) * n_layers * H * n
+    rs = work[pos:pos + (t_max + 1) * n_layers * n_rec * n].reshape(
+        (t_max + 1, n_layers, n_rec, n))
+    pos += (t_max + 1) * n_layers * n_rec * n
+    dz_all = work[pos:pos + n_layers * n_units * t_max * n].reshape(
+        (n_layers, n_units, t_max, n))
+    pos += n_layers * n_units * t_max * n
+    m = max(D, H) + n_rec + 1
+    inputs_all = work[pos:pos + n_layers * m * t_max * n].reshape(
+        (n_layers, m, t_max, n))
     active = np.empty((t_max, n), dtype=np.int8)
-    acts = np.empty((t_max, n_layers, n_units, n), dtype=dt)
-    cs = np.empty((t_max + 1, n_layers, H, n), dtype=dt)
-    rs = np.empty((t_max + 1, n_layers, n_rec, n), dtype=dt)
     _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs, active, rs, cs)
     _bptt_forward(params, layout, cell, H, block_size, xs, active, acts, cs, rs)
-    dz_all = np.empty((n_layers, n_units, t_max, n), dtype=dt)
-    inputs_all = np.empty((n_layers, max(D, H) + n_rec + 1, t_max, n), dtype=dt)
     losses[chunk] = _bptt_backward(
         params, layout, Y, mask, rows, cell, H, block_size, loss_kind, xs, active,
         acts, cs, rs, np.empty((n_out, n), dtype=dt), np.empty(n, dtype=dt),
@@ -602,11 +664,30 @@ def _bptt_backward(params, layout, Y, mask, rows, cell, H, block_size, loss_kind
 @njit(parallel=True, **_JIT)
 def _loss_grad_parallel(n_chunks, params, layout, X, lengths, Y, mask, state0,
                         seq_index, cell, hidden_size, block_size, loss_kind, grads,
-                        losses):
+                        losses, work):
     for chunk in prange(n_chunks):
         _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state0,
                          seq_index, cell, hidden_size, block_size, loss_kind, grads,
-                         losses)
+                         losses, work[chunk])
+
+
+@njit(**_JIT)
+def _chunk_work_size(t_max, n, D, H, n_layers, n_units, n_rec):
+    """Workspace (elements) of one chunk of ``n`` lanes and ``t_max`` steps."""
+    m = max(D, H) + n_rec + 1
+    return n * (t_max * D + 2 * t_max * n_layers * n_units
+                + (t_max + 1) * n_layers * (H + n_rec) + t_max * n_layers * m)
+
+
+@njit(**_JIT)
+def loss_grad_workspace(params, layout, X, batch_size, cell, hidden_size, block_size):
+    """A workspace for :func:`loss_grad_into` that fits every batch of up to
+    ``batch_size`` sequences of ``X``."""
+    n_layers, n_units, n_rec = _network_sizes(layout, cell, hidden_size, block_size)
+    n_lanes = min(batch_size, _chunk_size(batch_size))
+    size = _chunk_work_size(X.shape[1], n_lanes, X.shape[2], hidden_size, n_layers,
+                            n_units, n_rec)
+    return np.empty((_n_chunks(batch_size), size), dtype=params.dtype)
 
 
 @njit(**_JIT)
@@ -637,6 +718,16 @@ def loss_grad(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
     grad : ndarray (P,)
         Gradient of ``loss`` with respect to ``params``, in ``params.dtype``.
     """
+    return loss_grad_into(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
+                          hidden_size, block_size, loss_kind, parallel,
+                          np.empty((0, 0), dtype=params.dtype))
+
+
+@njit(**_JIT)
+def loss_grad_into(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
+                   hidden_size, block_size, loss_kind, parallel, work):
+    """:func:`loss_grad` with the step arrays in ``work`` (from
+    :func:`loss_grad_workspace`; one too small is replaced by a fresh one)."""
     n_seq = seq_index.shape[0]
     n_params = params.shape[0]
     n_steps = 0
@@ -647,17 +738,28 @@ def loss_grad(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
         for t in range(lengths[b]):
             weight_total += mask[b, t]
     n_chunks = _n_chunks(n_seq)
+    n_layers, n_units, n_rec = _network_sizes(layout, cell, hidden_size, block_size)
+    size = 0
+    for chunk in range(n_chunks):
+        start, stop = _chunk_bounds(n_seq, n_chunks, chunk)
+        t_max = 0
+        for i in range(start, stop):
+            t_max = max(t_max, lengths[seq_index[i]])
+        size = max(size, _chunk_work_size(t_max, stop - start, X.shape[2],
+                                          hidden_size, n_layers, n_units, n_rec))
+    if work.shape[0] < n_chunks or work.shape[1] < size:
+        work = np.empty((n_chunks, size), dtype=params.dtype)
     grads = np.zeros((n_chunks, n_params), dtype=params.dtype)
     losses = np.zeros(n_chunks)
     if parallel and n_chunks > 1 and n_steps * n_params >= _PARALLEL_MIN_WORK:
         _loss_grad_parallel(n_chunks, params, layout, X, lengths, Y, mask, state0,
                             seq_index, cell, hidden_size, block_size, loss_kind,
-                            grads, losses)
+                            grads, losses, work)
     else:
         for chunk in range(n_chunks):
             _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask,
                              state0, seq_index, cell, hidden_size, block_size,
-                             loss_kind, grads, losses)
+                             loss_kind, grads, losses, work[chunk])
     grad = np.zeros(n_params, dtype=params.dtype)
     loss = 0.0
     for chunk in range(n_chunks):

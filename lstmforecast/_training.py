@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from . import config
-from ._kernels import loss_grad
+from ._kernels import loss_grad_into, loss_grad_workspace
 from ._optimizers import H_ALPHA, H_CLIP, optimizer_step
 
 _JIT = config.jit_options()
@@ -86,7 +86,7 @@ def train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size
     l2_mask, train_mask : ndarray (P,)
         1 where the L2 penalty applies / where a parameter is trained, else 0.
     parallel : bool
-        Passed to :func:`lstmforecast._kernels.loss_grad`.
+        Passed to :func:`lstmforecast._kernels.loss_grad_into`.
 
     Returns
     -------
@@ -103,12 +103,14 @@ def train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size
     sizes = np.zeros(n_batches)
     params_before = np.empty_like(params)
     state_before = np.empty_like(opt_state)
+    work = loss_grad_workspace(params, layout, X, batch_size, cell, hidden_size,
+                               block_size)
     for i in range(n_batches):
         start = (first_batch + i) * batch_size
         stop = min(n_seq, start + batch_size)
-        loss, grad = loss_grad(params, layout, X, lengths, Y, mask, state0,
-                               order[start:stop], cell, hidden_size, block_size,
-                               loss_kind, parallel)
+        loss, grad = loss_grad_into(params, layout, X, lengths, Y, mask, state0,
+                                    order[start:stop], cell, hidden_size, block_size,
+                                    loss_kind, parallel, work)
         loss, ok = apply_update(params, grad, loss, opt_kind, opt_state, step, hyper,
                                 l2_mask, train_mask, params_before, state_before)
         losses[i] = loss

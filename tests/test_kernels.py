@@ -405,6 +405,69 @@ def test_many_sequences_match_naive(case):
     assert state2.tobytes() == state.tobytes()
 
 
+def _loss_grad_into(prob, seq_index, work):
+    return _kernels.loss_grad_into(
+        prob.params, prob.layout, prob.X, prob.lengths, prob.Y, prob.mask,
+        prob.kernel_state0(True), np.ascontiguousarray(seq_index, dtype=np.int64),
+        int(prob.cell), int(prob.hidden_size), int(prob.block_size),
+        int(prob.loss_kind), True, work)
+
+
+@pytest.mark.parametrize("case", ["lstm1997-serial", "lstm-parallel"])
+def test_workspace_reused_across_batches_gives_the_same_results(case):
+    """``train_batches`` carves every batch's step arrays from one workspace: stale
+    contents from an earlier (longer, larger) batch must not leak into a later one,
+    and a workspace too small is replaced, not overrun."""
+    cell, H, S, t_range, input_size, _ = MANY_CASES[case]
+    prob = _many_sequences(53, cell, H, S, 70, t_range, input_size=input_size)
+    batch_size = 40
+    work = _kernels.loss_grad_workspace(prob.params, prob.layout, prob.X, batch_size,
+                                        int(prob.cell), int(prob.hidden_size),
+                                        int(prob.block_size))
+    assert work.dtype == prob.params.dtype
+    rng = np.random.default_rng(54)
+    batches = [rng.permutation(70)[:size] for size in (40, 17, 3, 40, 1)]
+    for seq_index in batches:
+        fresh = prob.kernel_loss_grad(seq_index=seq_index)
+        before = work.copy()
+        reused = _loss_grad_into(prob, seq_index, work)
+        assert reused[0] == fresh[0]
+        assert reused[1].tobytes() == fresh[1].tobytes()
+        assert not np.array_equal(work, before, equal_nan=True)   # it was used
+    too_small = np.zeros((1, 3))
+    loss, grad = _loss_grad_into(prob, batches[0], too_small)
+    assert np.all(too_small == 0.0)
+    fresh = prob.kernel_loss_grad(seq_index=batches[0])
+    assert loss == fresh[0] and grad.tobytes() == fresh[1].tobytes()
+
+
+def test_borrowed_views_share_data_and_leave_the_owners_count_alone():
+    import sys
+
+    from numba import njit
+
+    from lstmforecast._views import borrowed
+
+    @njit
+    def double_rows_through_borrowed(a):
+        b = borrowed(a)
+        for i in range(b.shape[0]):
+            row = b[i]
+            for j in range(row.shape[0]):
+                row[j] *= 2.0
+        return b.sum()
+
+    a = np.arange(12.0).reshape(3, 4)
+    expected = 2 * np.arange(12.0).reshape(3, 4)
+    assert double_rows_through_borrowed(a) == expected.sum()
+    np.testing.assert_array_equal(a, expected)
+    owner = np.ones((2, 2))
+    refs = sys.getrefcount(owner)
+    for _ in range(100):
+        double_rows_through_borrowed(owner)
+    assert sys.getrefcount(owner) == refs
+
+
 _DIGEST_CODE = """
 import hashlib, numba, numpy as np
 from lstmforecast._kernels import loss_grad, _PARALLEL_MIN_WORK
