@@ -271,8 +271,7 @@ make = [lambda: LSTMRegressor(hidden_size=8, max_epochs=3, batch_size=32,
         lambda: LSTMClassifier(hidden_size=8, cell="lstm1997", max_epochs=3,
                                batch_size=32, random_state=2)]
 serial = [m().fit(*d) for m, d in zip(make, data)]
-chunk = max(_kernels._LANES, -(-64 // _kernels._PARALLEL_CHUNKS))
-out = {"parallel": bool(-(-64 // chunk) > 1
+out = {"parallel": bool(_kernels._n_chunks(64) > 1
                         and 32 * 20 * serial[0].params_.size
                         >= _kernels._PARALLEL_MIN_WORK),
        "fit_serial": [digest(e.params_) for e in serial]}
