@@ -14,6 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _device, _kernels, _layout
+from .config import call_kernel
 from ._data import check_mask, check_sequences, pad_targets
 from ._optimizers import OPTIMIZER_CODES, make_hyper
 from ._threads import cpu_kernels
@@ -452,20 +453,21 @@ class BaseLSTM(BaseEstimator):
                     call_start = time.perf_counter()
                     if self.gradient == "truncated":
                         # (no BLAS call: O(weights) scalar work per step)
-                        losses, sizes, failed = train_truncated(
-                            self.params_, self._layout, seqs.X, seqs.lengths, Y, M,
-                            order, batch_size, done, count, cell, hidden, block,
-                            loss_kind, self.update == "step", opt_kind, self._opt_state,
-                            self._opt_step, hyper, self._l2_mask, self._train_mask)
+                        losses, sizes, failed = call_kernel(
+                            train_truncated, self.params_, self._layout, seqs.X,
+                            seqs.lengths, Y, M, order, batch_size, done, count, cell,
+                            hidden, block, loss_kind, self.update == "step", opt_kind,
+                            self._opt_state, self._opt_step, hyper, self._l2_mask,
+                            self._train_mask)
                     elif gpu is not None:  # device dispatch
                         losses, sizes, failed = gpu.run(order, batch_size, done, count)
                     else:
                         with cpu_kernels() as parallel:
-                            losses, sizes, failed = train_batches(
-                                self.params_, self._layout, seqs.X, seqs.lengths, Y,
-                                M, no_state, order, batch_size, done, count, cell,
-                                hidden, block, loss_kind, opt_kind, self._opt_state,
-                                self._opt_step, hyper, self._l2_mask,
+                            losses, sizes, failed = call_kernel(
+                                train_batches, self.params_, self._layout, seqs.X,
+                                seqs.lengths, Y, M, no_state, order, batch_size, done,
+                                count, cell, hidden, block, loss_kind, opt_kind,
+                                self._opt_state, self._opt_step, hyper, self._l2_mask,
                                 self._train_mask, parallel)
                     if failed >= 0:
                         raise ValueError(
@@ -556,13 +558,13 @@ class BaseLSTM(BaseEstimator):
         (the CPU where ``device="cuda"`` has no GPU: a GPU-fitted model predicts
         anywhere)."""
         cell, hidden, block, loss_kind = self._network_args()
-        forward = _kernels.forward
-        if _device.resolve_device(self.device, fallback=True) == "cuda":
-            forward = _device.gpu_backend().gpu_forward  # device dispatch
         state0 = self._no_state() if state0 is None else state0
+        args = (self.params_, self._layout, X, lengths, state0, cell, hidden, block,
+                loss_kind, last_only)
+        if _device.resolve_device(self.device, fallback=True) == "cuda":
+            return _device.gpu_backend().gpu_forward(*args, True)  # device dispatch
         with cpu_kernels() as parallel:
-            return forward(self.params_, self._layout, X, lengths, state0, cell,
-                           hidden, block, loss_kind, last_only, parallel)
+            return call_kernel(_kernels.forward, *args, parallel)
 
     def _per_sequence(self, seqs, out):
         """Split ``out`` into what the caller expects: an array or a list."""

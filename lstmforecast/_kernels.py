@@ -257,8 +257,9 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, r_prev
     On entry ``dr (R, n)`` and ``dc (H, n)`` hold the gradient with respect to this
     step's recurrent output and cell state; on exit ``dc`` holds it with respect to
     ``c_prev``, ``dz (U, n)`` with respect to the units' net inputs (zero on inactive
-    lanes), ``dx`` with respect to the layer's input and ``dr_prev`` with respect to
-    ``r_prev``. The weight gradients, ``sum over steps of dz x^T``, are left to
+    lanes), ``dx`` with respect to the layer's input (untouched for layer 0, whose
+    input is the data) and ``dr_prev`` with respect to ``r_prev``. The weight
+    gradients, ``sum over steps of dz x^T``, are left to
     :func:`_add_weight_grads`, once per chunk.
     """
     n_units = act.shape[0]
@@ -333,7 +334,8 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, r_prev
             for u in range(n_units):
                 dz[u, j] = 0.0
     w_ih, w_hh = _weights(params, layout, layer, n_units, n_rec)
-    _mm_tn_set(w_ih, dz, dx)
+    if layer > 0:   # (the network's inputs need no gradient)
+        _mm_tn_set(w_ih, dz, dx)
     _mm_tn_set(w_hh, dz, dr_prev)
     for k in range(n_rec):
         for j in range(n):
@@ -674,7 +676,8 @@ def _loss_grad_parallel(n_chunks, params, layout, X, lengths, Y, mask, state0,
                         seq_index, cell, hidden_size, block_size, loss_kind, grads,
                         losses, work):
     for chunk in prange(n_chunks):
-        _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state0,
+        # (prange's index is unsigned: as int64, the serial path's signature serves)
+        _loss_grad_chunk(np.int64(chunk), n_chunks, params, layout, X, lengths, Y, mask, state0,
                          seq_index, cell, hidden_size, block_size, loss_kind, grads,
                          losses, work[chunk])
 
@@ -864,7 +867,7 @@ def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_k
 def _forward_parallel(n_chunks, params, layout, X, lengths, state0, cell,
                       hidden_size, block_size, loss_kind, last_only, out, state):
     for chunk in prange(n_chunks):
-        _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, cell,
+        _forward_chunk(np.int64(chunk), n_chunks, params, layout, X, lengths, state0, cell,
                        hidden_size, block_size, loss_kind, last_only, out, state)
 
 

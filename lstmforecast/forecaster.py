@@ -44,6 +44,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import BaseLSTM
 from ._optimizers import OPTIMIZER_CODES
 from ._truncated import fresh_state, truncated_stream
+from .config import call_kernel
 from .estimators import LSTMRegressor
 
 __all__ = ["ForecastInterval", "LSTMForecaster"]
@@ -555,12 +556,12 @@ device, random_state, verbose
         T = np.ascontiguousarray(self._targets(Zs, t), dtype=dt)
         mask = np.full(t.shape[0], 1.0 if learn else 0.0, dtype=dt)
         cell, hidden, block, loss_kind = reg._network_args()
-        _, ok = truncated_stream(reg.params_, reg._layout, U, T, mask, cell, hidden,
-                                 block, loss_kind, OPTIMIZER_CODES[reg.optimizer],
-                                 reg._opt_state, reg._opt_step, reg._hyper(),
-                                 reg._l2_mask,
-                                 reg._train_mask, self._stream_r, self._stream_c,
-                                 self._stream_traces)
+        _, ok = call_kernel(truncated_stream, reg.params_, reg._layout, U, T, mask,
+                            cell, hidden, block, loss_kind,
+                            OPTIMIZER_CODES[reg.optimizer], reg._opt_state,
+                            reg._opt_step, reg._hyper(), reg._l2_mask,
+                            reg._train_mask, self._stream_r, self._stream_c,
+                            self._stream_traces)
         if not ok:
             raise ValueError("the online update diverged (non-finite loss or "
                              "weights); the weights are as before that step. Lower "

@@ -90,3 +90,48 @@ def test_readme_documents_forecasting_datasets_and_accuracy():
     assert "| dataset | protocol | method |" in accuracy
     for name in ("airline", "sunspots", "mackey_glass", "electricity"):
         assert f"| {name} |" in accuracy
+
+
+def test_call_kernel_compiles_new_signatures_at_the_kernel_opt_level(monkeypatch):
+    """The package's kernels compile at ``config._KERNEL_OPT`` (a shorter cold
+    compile); Numba's level is restored afterwards, and a NUMBA_OPT set by the
+    user is left alone."""
+    import numpy as np
+    from numba import njit
+    from numba.core import config as numba_config
+
+    from lstmforecast import config
+
+    levels = []
+
+    def make():
+        @njit(cache=False)
+        def add_one(a):
+            return a + 1.0
+
+        compile_ = add_one.compile
+
+        def recording_compile(sig):
+            levels.append(int(numba_config.OPT))
+            return compile_(sig)
+
+        add_one.compile = recording_compile
+        return add_one
+
+    monkeypatch.delenv("NUMBA_OPT", raising=False)
+    before = int(numba_config.OPT)
+    kernel = make()
+    out = config.call_kernel(kernel, np.arange(3.0))
+    np.testing.assert_array_equal(out, [1.0, 2.0, 3.0])
+    assert levels == [config._KERNEL_OPT]
+    assert int(numba_config.OPT) == before
+    assert len(kernel.overloads) == 1
+    config.call_kernel(kernel, np.arange(3.0))      # compiled once per dtype
+    assert levels == [config._KERNEL_OPT]
+
+    monkeypatch.setenv("NUMBA_OPT", "3")
+    levels.clear()
+    other = make()
+    np.testing.assert_array_equal(config.call_kernel(other, np.zeros(2)), [1.0, 1.0])
+    assert levels == [before]        # compiled on the call, at Numba's own level
+    assert len(other.overloads) == 1
