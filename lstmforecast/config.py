@@ -65,9 +65,9 @@ def jit_options():
             "error_model": "numpy"}
 
 
-# LLVM optimisation level of the package's kernels (Numba's default is 3). At -O2 the
-# first, cold compile of a fit took 30 s instead of 46 s on 2 cores, and the
-# kernels ran within 4% of their -O3 speed. A NUMBA_OPT set by the user wins.
+# LLVM optimisation level of the training kernels (Numba's default is 3). At -O2 the
+# first, cold compile of a fit took 30 s instead of 46 s on 2 cores, and training
+# ran as fast as at -O3. A NUMBA_OPT set by the user wins.
 _KERNEL_OPT = 2
 _compiled_at_kernel_opt = set()
 
