@@ -23,6 +23,7 @@ from numba import njit
 from . import config
 from ._kernels import _head_loss_grad, _layer_forward
 from ._math import tanh
+from ._views import borrowed
 from ._training import apply_update
 
 _JIT = config.jit_options()
@@ -62,28 +63,57 @@ def _truncated_sequence(params, layout, X, length, Y, mask, cell, hidden_size,
     finite (the parameters are then as before that update).
     """
     H = hidden_size
+    n_blocks = H // block_size
+    n_units = 4 * H if cell == 0 else H + 2 * n_blocks
+    n_rec = r_prev.shape[0]
+    n_out = Y.shape[1]
+    dt = params.dtype
+    return _truncated_steps(
+        params, layout, X, length, Y, mask, cell, hidden_size, block_size, loss_kind,
+        grad, step_update, opt_kind, opt_state, step, hyper, l2_mask, train_mask,
+        params_before, state_before, r_prev, c_prev, traces,
+        np.empty(X.shape[1] + n_rec + 1, dtype=dt), np.empty((n_rec, 1), dtype=dt),
+        np.empty((H, 1), dtype=dt), np.empty((n_units, 1), dtype=dt),
+        np.ones(1, dtype=np.int8), np.empty((n_out, 1), dtype=dt),
+        np.empty(1, dtype=dt), np.empty((n_out, 1), dtype=dt),
+        np.empty((H, 1), dtype=dt), np.empty(H, dtype=dt))
+
+
+@njit(**_JIT)
+def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
+                     block_size, loss_kind, grad, step_update, opt_kind, opt_state,
+                     step, hyper, l2_mask, train_mask, params_before, state_before,
+                     r_prev, c_prev, traces, src, r, c, act, active, target, weight,
+                     logits, dy, ds):
+    """The time loop of :func:`_truncated_sequence` (buffers allocated there)."""
+    # (views of borrowed arguments carry no reference count; see _views)
+    params = borrowed(params)
+    X = borrowed(X)
+    Y = borrowed(Y)
+    grad = borrowed(grad)
+    r_prev = borrowed(r_prev)
+    c_prev = borrowed(c_prev)
+    traces = borrowed(traces)
+    src = borrowed(src)
+    r = borrowed(r)
+    c = borrowed(c)
+    act = borrowed(act)
+    target = borrowed(target)
+    weight = borrowed(weight)
+    logits = borrowed(logits)
+    dy = borrowed(dy)
+    ds = borrowed(ds)
+    H = hidden_size
     lstm = cell == 0
     n_blocks = H // block_size
-    n_units = 4 * H if lstm else H + 2 * n_blocks
     n_rec = r_prev.shape[0]
     D = X.shape[1]
     n_src = D + n_rec + 1
     n_out = Y.shape[1]
-    dt = params.dtype
     off_wih = layout[0, 0]
     off_whh = layout[0, 1]
     off_b = layout[0, 2]
     off_b2 = layout[0, 3]
-    src = np.empty(n_src, dtype=dt)
-    r = np.empty((n_rec, 1), dtype=dt)
-    c = np.empty((H, 1), dtype=dt)
-    act = np.empty((n_units, 1), dtype=dt)
-    active = np.ones(1, dtype=np.int8)
-    target = np.empty((n_out, 1), dtype=dt)
-    weight = np.empty(1, dtype=dt)
-    logits = np.empty((n_out, 1), dtype=dt)
-    dy = np.empty((H, 1), dtype=dt)
-    ds = np.empty(H, dtype=dt)
     loss = 0.0
     for t in range(length):
         x = X[t].reshape((D, 1))
