@@ -656,7 +656,11 @@ def _bptt_backward(params, layout, Y, mask, rows, cell, H, block_size, loss_kind
         if any_target:
             loss += _head_loss_grad(params, layout, loss_kind, rs[t + 1, top, :H],
                                     target, weight, logits, grad, dh)
-            dr[top, :H] += dh
+            # (element loops, not slice arithmetic: `a[:H] += b` compiles Numba's
+            # shape-mismatch error path, seconds of the cold compile)
+            for k in range(H):
+                for j in range(n):
+                    dr[top, k, j] += dh[k, j]
         for layer in range(top, -1, -1):
             x = xs[t] if layer == 0 else rs[t + 1, layer - 1, :H]
             din = x.shape[0]
@@ -665,9 +669,14 @@ def _bptt_backward(params, layout, Y, mask, rows, cell, H, block_size, loss_kind
                             cs[t + 1, layer], active[t], dr[layer], dc[layer],
                             dz, dx[:din], dr_prev)
             _store_step(t, dz, x, rs[t, layer], dz_all[layer], inputs_all[layer])
-            dr[layer] = dr_prev
+            dr_layer = dr[layer]
+            for k in range(dr_prev.shape[0]):
+                for j in range(n):
+                    dr_layer[k, j] = dr_prev[k, j]
             if layer > 0:
-                dr[layer - 1, :H] += dx[:H]
+                for k in range(H):
+                    for j in range(n):
+                        dr[layer - 1, k, j] += dx[k, j]
     return loss
 
 

@@ -20,6 +20,15 @@ _JIT = config.jit_options()
 
 
 @njit(**_JIT)
+def _copy(src, dst):
+    """``dst[...] = src`` for C-contiguous arrays of one shape."""
+    src_flat = src.reshape(src.size)
+    dst_flat = dst.reshape(dst.size)
+    for i in range(src_flat.shape[0]):
+        dst_flat[i] = src_flat[i]
+
+
+@njit(**_JIT)
 def apply_update(params, grad, loss, opt_kind, opt_state, step, hyper, l2_mask,
                  train_mask, params_before, state_before):
     """L2 penalty, frozen parameters, clipping and one optimizer step, in place.
@@ -49,14 +58,17 @@ def apply_update(params, grad, loss, opt_kind, opt_state, step, hyper, l2_mask,
         scale = clip / np.sqrt(norm2)
         for p in range(params.shape[0]):
             grad[p] *= scale
-    params_before[:] = params
-    state_before[:] = opt_state
+    # (element loops, not slice assignment: Numba's array-to-slice assignment
+    # compiles a shape-mismatch error path with string formatting, seconds of the
+    # cold compile)
+    _copy(params, params_before)
+    _copy(opt_state, state_before)
     step[0] += 1
     optimizer_step(opt_kind, params, grad, opt_state, hyper, step[0])
     for p in range(params.shape[0]):
         if not np.isfinite(params[p]):
-            params[:] = params_before
-            opt_state[:] = state_before
+            _copy(params_before, params)
+            _copy(state_before, opt_state)
             step[0] -= 1
             return loss, False
     return loss, True

@@ -199,8 +199,10 @@ def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
                 grad[:] = 0.0
                 if not ok:
                     return loss, False
-        r_prev[:, :] = r
-        c_prev[:, :] = c
+        for m in range(n_rec):
+            r_prev[m, 0] = r[m, 0]
+        for k in range(H):
+            c_prev[k, 0] = c[k, 0]
     return loss, True
 
 
