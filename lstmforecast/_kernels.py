@@ -47,6 +47,11 @@ _MAX_LANES = 256
 # 16 lanes, a 32x8 by 8x16 product took 800 ns as a loop and 110 ns in sgemm), while
 # a single lane (one sequence) is a matrix-vector product the loop does well.
 _BLAS_MIN_WORK = 512
+# Parallel functions use prange only: no automatic conversion of array expressions
+# (less for the parfor passes to analyse at compile time).
+_PRANGE_ONLY = {"comprehension": False, "reduction": False, "inplace_binop": False,
+                "setitem": False, "numpy": False, "stencil": False, "fusion": False,
+                "prange": True}
 # Below this much work (time steps x parameters) a call runs on one thread: the
 # parallel launch costs more than it saves, and badly so when cores are shared.
 _PARALLEL_MIN_WORK = 200_000
@@ -680,7 +685,7 @@ def _bptt_backward(params, layout, Y, mask, rows, cell, H, block_size, loss_kind
     return loss
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=_PRANGE_ONLY, **_JIT)
 def _loss_grad_parallel(n_chunks, params, layout, X, lengths, Y, mask, state0,
                         seq_index, cell, hidden_size, block_size, loss_kind, grads,
                         losses, work):
@@ -872,7 +877,7 @@ def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_k
                 state[rows[j], layer, n_rec + k] = cs[cur, layer, k, j]
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=_PRANGE_ONLY, **_JIT)
 def _forward_parallel(n_chunks, params, layout, X, lengths, state0, cell,
                       hidden_size, block_size, loss_kind, last_only, out, state):
     for chunk in prange(n_chunks):
