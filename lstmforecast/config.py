@@ -130,8 +130,7 @@ if LSTMF_CACHE and not _numba_cache_usable():
 # Modules whose jitted functions call one another (and get compiled into each
 # other's cached machine code).
 _KERNEL_MODULES = ("config.py", "_layout.py", "_math.py", "_views.py", "_kernels.py",
-                   "_optimizers.py",
-                   "_training.py", "_truncated.py")
+                   "_optimizers.py", "_training.py", "_truncated.py")
 _kernel_fingerprint = None
 
 
