@@ -545,6 +545,16 @@ def _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs, active, rs, cs
 
 
 @njit(**_JIT)
+def _carve(work, pos, shape):
+    """The next ``shape`` of the 1-D ``work`` from ``pos`` (a C-contiguous view),
+    and the position after it."""
+    size = 1
+    for extent in shape:
+        size *= extent
+    return work[pos:pos + size].reshape(shape), pos + size
+
+
+@njit(**_JIT)
 def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state0,
                      seq_index, cell, hidden_size, block_size, loss_kind, grads,
                      losses, work):
@@ -565,23 +575,12 @@ def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state
     # batch, their pages stay mapped (fresh megabytes from malloc are new pages from
     # the kernel, and the page faults cost a quarter of a small network's step).
     pos = 0
-    xs = work[pos:pos + t_max * D * n].reshape((t_max, D, n))
-    pos += t_max * D * n
-    acts = work[pos:pos + t_max * n_layers * n_units * n].reshape(
-        (t_max, n_layers, n_units, n))
-    pos += t_max * n_layers * n_units * n
-    cs = work[pos:pos + (t_max + 1) * n_layers * H * n].reshape(
-        (t_max + 1, n_layers, H, n))
-    pos += (t_max + 1) * n_layers * H * n
-    rs = work[pos:pos + (t_max + 1) * n_layers * n_rec * n].reshape(
-        (t_max + 1, n_layers, n_rec, n))
-    pos += (t_max + 1) * n_layers * n_rec * n
-    dz_all = work[pos:pos + n_layers * n_units * t_max * n].reshape(
-        (n_layers, n_units, t_max, n))
-    pos += n_layers * n_units * t_max * n
-    m = max(D, H) + n_rec + 1
-    inputs_all = work[pos:pos + n_layers * m * t_max * n].reshape(
-        (n_layers, m, t_max, n))
+    xs, pos = _carve(work, pos, (t_max, D, n))
+    acts, pos = _carve(work, pos, (t_max, n_layers, n_units, n))
+    cs, pos = _carve(work, pos, (t_max + 1, n_layers, H, n))
+    rs, pos = _carve(work, pos, (t_max + 1, n_layers, n_rec, n))
+    dz_all, pos = _carve(work, pos, (n_layers, n_units, t_max, n))
+    inputs_all, pos = _carve(work, pos, (n_layers, max(D, H) + n_rec + 1, t_max, n))
     active = np.empty((t_max, n), dtype=np.int8)
     _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs, active, rs, cs)
     _bptt_forward(params, layout, cell, H, block_size, xs, active, acts, cs, rs)
@@ -698,7 +697,8 @@ def _loss_grad_parallel(n_chunks, params, layout, X, lengths, Y, mask, state0,
 
 @njit(**_JIT)
 def _chunk_work_size(t_max, n, D, H, n_layers, n_units, n_rec):
-    """Workspace (elements) of one chunk of ``n`` lanes and ``t_max`` steps."""
+    """Workspace (elements) of one chunk of ``n`` lanes and ``t_max`` steps: the
+    arrays that :func:`_loss_grad_chunk` carves from it."""
     m = max(D, H) + n_rec + 1
     return n * (t_max * D + 2 * t_max * n_layers * n_units
                 + (t_max + 1) * n_layers * (H + n_rec) + t_max * n_layers * m)
