@@ -18,7 +18,7 @@ from .config import call_kernel
 from ._data import check_mask, check_sequences, pad_targets
 from ._optimizers import OPTIMIZER_CODES, make_hyper
 from ._threads import cpu_kernels
-from ._training import train_batches
+from ._training import train_batches, train_sequences
 from ._truncated import train_truncated
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -462,9 +462,11 @@ class BaseLSTM(BaseEstimator):
                     elif gpu is not None:  # device dispatch
                         losses, sizes, failed = gpu.run(order, batch_size, done, count)
                     else:
+                        # (one sequence per update: the one-sequence kernels)
+                        kernel = train_sequences if batch_size == 1 else train_batches
                         with cpu_kernels() as parallel:
                             losses, sizes, failed = call_kernel(
-                                train_batches, self.params_, self._layout, seqs.X,
+                                kernel, self.params_, self._layout, seqs.X,
                                 seqs.lengths, Y, M, no_state, order, batch_size, done,
                                 count, cell, hidden, block, loss_kind, opt_kind,
                                 self._opt_state, self._opt_step, hyper, self._l2_mask,

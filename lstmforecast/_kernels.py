@@ -798,6 +798,299 @@ def loss_grad_into(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
     return loss, grad
 
 
+# ----------------------------------------------------------------------------------
+# One sequence at a time (batch_size=1: online training)
+#
+# With one lane, every lane loop of the chunk kernels above runs once, and their
+# loop set-up (vector preambles, overlap checks) was most of a small network's step.
+# These kernels do the same arithmetic in the same order (bitwise equal results,
+# tested) on 1-D step vectors, with the loops across units.
+# ----------------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def _transposed_weights(params, layout, n_units, n_rec, weights_t, bias):
+    """Each layer's ``[W_hh; W_ih]`` transposed into ``weights_t (L, R + D_in, U)``
+    and its summed biases into ``bias (L, U)``, for :func:`_layer_forward_one`."""
+    for layer in range(bias.shape[0]):
+        off_wih = layout[layer, 0]
+        off_whh = layout[layer, 1]
+        off_bih = layout[layer, 2]
+        off_bhh = layout[layer, 3]
+        din = layout[layer, 4]
+        for u in range(n_units):
+            for k in range(n_rec):
+                weights_t[layer, k, u] = params[off_whh + u * n_rec + k]
+            for d in range(din):
+                weights_t[layer, n_rec + d, u] = params[off_wih + u * din + d]
+            b = params[off_bih + u]
+            if off_bhh >= 0:
+                b += params[off_bhh + u]
+            bias[layer, u] = b
+
+
+@njit(**_JIT)
+def _layer_forward_one(weights_t, bias, cell, hidden_size, block_size, x, r_prev,
+                       c_prev, act, c, r):
+    """:func:`_layer_forward` for one sequence: ``x (D_in,)``, ``r_prev (R,)``,
+    ``c_prev (H,)`` in; ``act (U,)``, ``c (H,)``, ``r (R,)`` out. The layer's
+    weights come transposed (``weights_t (R + D_in, U)``, ``bias (U,)``; see
+    :func:`_transposed_weights`) so that the products vectorise across units."""
+    n_units = act.shape[0]
+    n_rec = r_prev.shape[0]
+    din = x.shape[0]
+    for u in range(n_units):
+        act[u] = 0.0
+    for k in range(n_rec):
+        w = weights_t[k]
+        v = r_prev[k]
+        for u in range(n_units):
+            act[u] += w[u] * v
+    for u in range(n_units):
+        act[u] += bias[u]
+    for d in range(din):
+        w = weights_t[n_rec + d]
+        v = x[d]
+        for u in range(n_units):
+            act[u] += w[u] * v
+    H = hidden_size
+    if cell == CELL_LSTM:
+        for u in range(2 * H):
+            act[u] = sigmoid(act[u])
+        for u in range(2 * H, 3 * H):
+            act[u] = tanh(act[u])
+        for u in range(3 * H, 4 * H):
+            act[u] = sigmoid(act[u])
+        for k in range(H):
+            ck = act[H + k] * c_prev[k] + act[k] * act[2 * H + k]
+            c[k] = ck
+            r[k] = act[3 * H + k] * tanh(ck)
+    else:
+        n_blocks = H // block_size
+        half = like(0.5, act)
+        two = like(2.0, act)
+        for q in range(H, n_units):
+            act[q] = sigmoid(act[q])
+            r[q] = act[q]
+        for k in range(H):
+            act[k] = two * tanh(half * act[k])
+        for k in range(H):
+            blk = k // block_size
+            ck = c_prev[k] + act[H + blk] * act[k]
+            c[k] = ck
+            r[k] = act[H + n_blocks + blk] * tanh(half * ck)
+
+
+@njit(**_JIT)
+def _layer_backward_one(weights_t, layer, cell, hidden_size, block_size, c_prev, act,
+                        c, dr, dc, dz, dx, dr_prev):
+    """:func:`_layer_backward` for one sequence, on 1-D vectors, with the layer's
+    weights transposed as for :func:`_layer_forward_one` (``dx`` is untouched for
+    layer 0)."""
+    n_units = act.shape[0]
+    n_rec = dr_prev.shape[0]
+    H = hidden_size
+    one = like(1.0, act)
+    floor = flush_floor(act)
+    if cell == CELL_LSTM:
+        for k in range(H):
+            gi = act[k]
+            gf = act[H + k]
+            gg = act[2 * H + k]
+            go = act[3 * H + k]
+            dh = dr[k]
+            tc = tanh(c[k])
+            dz[3 * H + k] = flush(dh * tc * go * (one - go), floor)
+            dck = dc[k] + dh * go * (one - tc * tc)
+            dz[k] = flush(dck * gg * gi * (one - gi), floor)
+            dz[2 * H + k] = flush(dck * gi * (one - gg * gg), floor)
+            dz[H + k] = flush(dck * c_prev[k] * gf * (one - gf), floor)
+            dc[k] = flush(dck * gf, floor)
+    else:
+        n_blocks = H // block_size
+        half = like(0.5, act)
+        quarter = like(0.25, act)
+        for q in range(H, n_units):
+            dz[q] = dr[q]
+        for k in range(H):
+            blk = k // block_size
+            gk = act[k]
+            dh = dr[k]
+            hs = tanh(half * c[k])
+            dz[H + n_blocks + blk] += dh * hs
+            dsk = dc[k] + dh * act[H + n_blocks + blk] * half * (one - hs * hs)
+            dz[H + blk] += dsk * gk
+            dz[k] = flush(dsk * act[H + blk] * (one - quarter * gk * gk), floor)
+            dc[k] = flush(dsk, floor)
+        for q in range(H, n_units):
+            a = act[q]
+            dz[q] = flush(dz[q] * a * (one - a), floor)
+    # dot products over units along the rows of the transposed weights, summed in
+    # registers in the order of the chunk kernels' products
+    zero = like(0.0, act)
+    if layer > 0:
+        for d in range(dx.shape[0]):
+            w = weights_t[n_rec + d]
+            acc = zero
+            for u in range(n_units):
+                acc += w[u] * dz[u]
+            dx[d] = acc
+    for k in range(n_rec):
+        w = weights_t[k]
+        acc = zero
+        for u in range(n_units):
+            acc += w[u] * dz[u]
+        dr_prev[k] = flush(acc, floor)
+
+
+@njit(**_JIT)
+def _bptt_forward_one(cell, H, block_size, weights_t, bias, xs, acts, cs, rs):
+    """:func:`_bptt_forward` for one sequence: ``xs (T, D)``, ``acts (T, L, U)``,
+    ``cs (T + 1, L, H)``, ``rs (T + 1, L, R)``; the weights as
+    :func:`_transposed_weights` gives them."""
+    weights_t = borrowed(weights_t)
+    bias = borrowed(bias)
+    xs = borrowed(xs)
+    acts = borrowed(acts)
+    cs = borrowed(cs)
+    rs = borrowed(rs)
+    n_layers = acts.shape[1]
+    n_rec = rs.shape[2]
+    for t in range(xs.shape[0]):
+        for layer in range(n_layers):
+            x = xs[t] if layer == 0 else rs[t + 1, layer - 1, :H]
+            _layer_forward_one(weights_t[layer, :n_rec + x.shape[0]], bias[layer],
+                               cell, H, block_size, x, rs[t, layer], cs[t, layer],
+                               acts[t, layer], cs[t + 1, layer], rs[t + 1, layer])
+
+
+@njit(**_JIT)
+def _bptt_backward_one(params, layout, weights_t, Y, mask, row, cell, H, block_size,
+                       loss_kind, xs, acts, cs, rs, target, weight, logits, dh, dr, dc,
+                       dz, dx, dr_prev, dz_all, inputs_all, grad):
+    """:func:`_bptt_backward` for one sequence (row ``row`` of ``Y`` and ``mask``):
+    step arrays as in :func:`_bptt_forward_one`, ``dr (L, R)``, ``dc (L, H)``,
+    ``dz (U,)``, ``dx (max(D, H),)``, ``dr_prev (R,)``, ``dz_all (L, U, T)``,
+    ``inputs_all (L, >= D_in + R + 1, T)``; ``target``, ``weight``, ``logits`` and
+    ``dh`` are the one-lane buffers of :func:`_head_loss_grad`."""
+    params = borrowed(params)
+    weights_t = borrowed(weights_t)
+    xs = borrowed(xs)
+    acts = borrowed(acts)
+    cs = borrowed(cs)
+    rs = borrowed(rs)
+    dr = borrowed(dr)
+    dc = borrowed(dc)
+    dz = borrowed(dz)
+    dx = borrowed(dx)
+    dr_prev = borrowed(dr_prev)
+    dz_all = borrowed(dz_all)
+    inputs_all = borrowed(inputs_all)
+    n_layers = acts.shape[1]
+    n_units = acts.shape[2]
+    n_rec = rs.shape[2]
+    n_out = Y.shape[2]
+    loss = 0.0
+    top = n_layers - 1
+    for t in range(xs.shape[0] - 1, -1, -1):
+        w = mask[row, t]
+        if w != 0.0:
+            weight[0] = w
+            for k in range(n_out):
+                target[k, 0] = Y[row, t, k]
+            loss += _head_loss_grad(params, layout, loss_kind,
+                                    rs[t + 1, top, :H].reshape((H, 1)), target, weight,
+                                    logits, grad, dh)
+            for k in range(H):
+                dr[top, k] += dh[k, 0]
+        for layer in range(top, -1, -1):
+            x = xs[t] if layer == 0 else rs[t + 1, layer - 1, :H]
+            din = x.shape[0]
+            _layer_backward_one(weights_t[layer, :n_rec + din], layer, cell, H,
+                                block_size, cs[t, layer], acts[t, layer],
+                                cs[t + 1, layer], dr[layer], dc[layer], dz, dx[:din],
+                                dr_prev)
+            dz_layer = dz_all[layer]
+            inputs = inputs_all[layer]
+            r_prev = rs[t, layer]
+            for u in range(n_units):
+                dz_layer[u, t] = dz[u]
+            for d in range(din):
+                inputs[d, t] = x[d]
+            for k in range(n_rec):
+                inputs[din + k, t] = r_prev[k]
+                dr[layer, k] = dr_prev[k]
+            if layer > 0:
+                for k in range(H):
+                    dr[layer - 1, k] += dx[k]
+    return loss
+
+
+@njit(**_JIT)
+def loss_grad_one(params, layout, X, lengths, Y, mask, state0, row, cell, hidden_size,
+                  block_size, loss_kind, work, grad):
+    """:func:`loss_grad` of the single sequence ``row``, on the one-sequence kernels.
+
+    ``work`` is a 1-D workspace (from :func:`loss_grad_workspace` with
+    ``batch_size=1``, flattened; one too small is replaced) and ``grad (P,)`` is
+    overwritten with the gradient. Returns the loss. Results are bitwise equal to
+    ``loss_grad`` with ``seq_index=[row]``.
+    """
+    n_layers, n_units, n_rec = _network_sizes(layout, cell, hidden_size, block_size)
+    H = hidden_size
+    D = X.shape[2]
+    n_out = Y.shape[2]
+    t_max = lengths[row]
+    dt = params.dtype
+    size = _chunk_work_size(t_max, 1, D, H, n_layers, n_units, n_rec)
+    if work.shape[0] < size:
+        work = np.empty(size, dtype=dt)
+    # the chunk kernels' arrays with one lane, as 1-D step vectors (same memory)
+    m = max(D, H) + n_rec + 1
+    pos = 0
+    xs, pos = _carve(work, pos, (t_max, D))
+    acts, pos = _carve(work, pos, (t_max, n_layers, n_units))
+    cs, pos = _carve(work, pos, (t_max + 1, n_layers, H))
+    rs, pos = _carve(work, pos, (t_max + 1, n_layers, n_rec))
+    dz_all, pos = _carve(work, pos, (n_layers, n_units, t_max))
+    inputs_all, pos = _carve(work, pos, (n_layers, m, t_max))
+    for t in range(t_max):
+        for d in range(D):
+            xs[t, d] = X[row, t, d]
+    has_state0 = state0.shape[0] > 0
+    for layer in range(n_layers):
+        for k in range(n_rec):
+            rs[0, layer, k] = state0[row, layer, k] if has_state0 else 0.0
+        for k in range(H):
+            cs[0, layer, k] = state0[row, layer, n_rec + k] if has_state0 else 0.0
+    for p in range(grad.shape[0]):
+        grad[p] = 0.0
+    weights_t = np.empty((n_layers, n_rec + max(D, H), n_units), dtype=dt)
+    bias = np.empty((n_layers, n_units), dtype=dt)
+    _transposed_weights(params, layout, n_units, n_rec, weights_t, bias)
+    _bptt_forward_one(cell, H, block_size, weights_t, bias, xs, acts, cs, rs)
+    loss = _bptt_backward_one(
+        params, layout, weights_t, Y, mask, row, cell, H, block_size, loss_kind, xs, acts, cs, rs,
+        np.empty((n_out, 1), dtype=dt), np.empty(1, dtype=dt),
+        np.empty((n_out, 1), dtype=dt), np.empty((H, 1), dtype=dt),
+        np.zeros((n_layers, n_rec), dtype=dt), np.zeros((n_layers, H), dtype=dt),
+        np.empty(n_units, dtype=dt), np.empty(max(D, H), dtype=dt),
+        np.empty(n_rec, dtype=dt), dz_all, inputs_all, grad)
+    for layer in range(n_layers):
+        _add_weight_grads(layout, layer, D if layer == 0 else H, n_rec,
+                          dz_all[layer].reshape((n_units, t_max, 1)),
+                          inputs_all[layer].reshape((m, t_max, 1)), grad)
+    weight_total = 0.0
+    for t in range(t_max):
+        weight_total += mask[row, t]
+    if weight_total > 0.0:
+        scale = 1.0 / weight_total
+        loss *= scale
+        for p in range(grad.shape[0]):
+            grad[p] *= scale
+    return loss
+
+
 @njit(**_JIT)
 def _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, cell,
                    hidden_size, block_size, loss_kind, last_only, out, state):

@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from . import config
-from ._kernels import loss_grad_into, loss_grad_workspace
+from ._kernels import loss_grad_into, loss_grad_one, loss_grad_workspace
 from ._optimizers import H_ALPHA, H_CLIP, optimizer_step
 
 _JIT = config.jit_options()
@@ -131,6 +131,36 @@ def train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size
             return losses, sizes, i
     return losses, sizes, -1
 
+
+
+@njit(**_JIT)
+def train_sequences(params, layout, X, lengths, Y, mask, state0, order, batch_size,
+                    first_batch, n_batches, cell, hidden_size, block_size, loss_kind,
+                    opt_kind, opt_state, step, hyper, l2_mask, train_mask, parallel):
+    """:func:`train_batches` for ``batch_size == 1`` (online training), on the
+    one-sequence kernels (:func:`lstmforecast._kernels.loss_grad_one`).
+
+    Same arguments and results as :func:`train_batches`, bitwise; ``batch_size``
+    must be 1 and ``parallel`` is unused (one sequence runs on one thread). A
+    separate kernel, so that fits with larger batches never compile it.
+    """
+    losses = np.zeros(n_batches)
+    sizes = np.ones(n_batches)
+    params_before = np.empty_like(params)
+    state_before = np.empty_like(opt_state)
+    grad = np.empty_like(params)
+    work = loss_grad_workspace(params, layout, X, 1, cell, hidden_size, block_size)
+    work = work.reshape(work.size)
+    for i in range(n_batches):
+        loss = loss_grad_one(params, layout, X, lengths, Y, mask, state0,
+                             order[first_batch + i], cell, hidden_size, block_size,
+                             loss_kind, work, grad)
+        loss, ok = apply_update(params, grad, loss, opt_kind, opt_state, step, hyper,
+                                l2_mask, train_mask, params_before, state_before)
+        losses[i] = loss
+        if not ok:
+            return losses, sizes, i
+    return losses, sizes, -1
 
 # Corrupt or unwritable cache files recompile instead of failing.
 config.harden_caches(globals())

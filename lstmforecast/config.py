@@ -263,12 +263,21 @@ def harden_caches(namespace):
     processes that compile into one cache at the same time (data files keyed by
     signature, see ``_keyed_cache_file_class``)."""
     from numba.core.caching import FunctionCache, IndexDataCacheFile
+    from numba.np.ufunc.parallel import _launch_threads
 
     keyed_cache_file = _keyed_cache_file_class()
 
     class _TolerantCache(FunctionCache):
         def load_overload(self, sig, target_context):
             try:
+                # A function compiled in a process that had loaded its parallel
+                # callee from the cache is saved without the callee's "launch the
+                # thread pool first" hook (Numba does not restore it on a cache
+                # load), and loading it into a process whose pool has not started
+                # aborts or segfaults ("Symbol not found: allocate_sched").
+                # Starting the pool (once; later calls return at once) first makes
+                # every such load safe.
+                _launch_threads()
                 return super().load_overload(sig, target_context)
             except Exception:
                 try:

@@ -872,6 +872,26 @@ def test_early_stopping_validates_on_the_last_sequences(monkeypatch, n, fraction
     assert est.t_ == 3 * (n - n_val)
 
 
+@pytest.mark.parametrize("batch_size, kernel", [(1, "train_sequences"),
+                                                (5, "train_batches")])
+def test_batch_size_one_trains_on_the_one_sequence_kernels(monkeypatch, batch_size,
+                                                           kernel):
+    X, y = _cube(30, n=10, T=5)
+    used = []
+    for name in ("train_batches", "train_sequences"):
+        def spy(*args, _original=getattr(_base, name), _name=name):
+            used.append(_name)
+            return _original(*args)
+        monkeypatch.setattr(_base, name, spy)
+    est = _reg(batch_size=batch_size, max_epochs=2, optimizer="adam")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    assert used and set(used) == {kernel}
+    assert len(est.loss_curve_) == 2 and np.all(np.isfinite(est.loss_curve_))
+    assert est.t_ == 2 * 10
+
+
 def test_early_stopping_restores_best_weights():
     # The validation sequences (the last 20%) have the opposite target, so the
     # better the fit to the training part, the worse the validation score.

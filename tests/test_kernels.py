@@ -48,7 +48,7 @@ from lstmforecast._optimizers import (
     make_hyper,
     sgd_step,
 )
-from lstmforecast._training import train_batches
+from lstmforecast._training import train_batches, train_sequences
 
 try:
     from naive import n_params, naive_forward, naive_loss_grad
@@ -697,6 +697,143 @@ def test_train_batches_divergence_keeps_last_finite_params():
     assert np.all(np.isfinite(prob.params))
     assert np.array_equal(prob.params, history[-1])
     assert np.all(np.isfinite(losses[:n_ok]))
+
+
+# ----------------------------------------------------------------------------------
+# 5b. One sequence at a time (batch_size=1): loss_grad_one and train_sequences
+# ----------------------------------------------------------------------------------
+
+
+def _loss_grad_one(prob, row, with_state0=True, dtype=np.float64, work=None,
+                   params=None):
+    params = prob.params if params is None else params
+    grad = np.full(params.size, np.nan, dtype=dtype)   # overwritten, not added to
+    work = np.empty(0, dtype=dtype) if work is None else work
+    loss = _kernels.loss_grad_one(
+        np.ascontiguousarray(params, dtype=dtype), prob.layout,
+        np.ascontiguousarray(prob.X, dtype=dtype), prob.lengths,
+        np.ascontiguousarray(prob.Y, dtype=dtype),
+        np.ascontiguousarray(prob.mask, dtype=dtype),
+        prob.kernel_state0(with_state0, dtype), int(row), int(prob.cell),
+        int(prob.hidden_size), int(prob.block_size), int(prob.loss_kind), work, grad)
+    return loss, grad
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("cell, hidden_size, block_size, num_layers, loss_kind",
+                         EQUIV_CASES, ids=EQUIV_IDS)
+def test_loss_grad_one_matches_naive_and_the_chunk_kernels(
+        cell, hidden_size, block_size, num_layers, loss_kind, dtype):
+    """The one-sequence kernels do the chunk kernels' arithmetic in the same order:
+    bitwise equal to ``loss_grad`` of a one-row batch, and to the NumPy oracle."""
+    prob = Problem(19, cell, 2, hidden_size, num_layers, 3, block_size, loss_kind,
+                   LENGTHS)
+    work = np.empty(0, dtype=dtype)
+    for with_state0 in (False, True):
+        for row in range(prob.n_seq):
+            loss, grad = _loss_grad_one(prob, row, with_state0, dtype)
+            ref = prob.kernel_loss_grad(seq_index=np.array([row]),
+                                        with_state0=with_state0, dtype=dtype)
+            assert grad.dtype == dtype
+            assert loss == ref[0]
+            assert grad.tobytes() == ref[1].tobytes()
+            reused = _loss_grad_one(prob, row, with_state0, dtype, work=work)
+            assert reused[0] == loss and reused[1].tobytes() == grad.tobytes()
+            if dtype == np.float64:
+                ref_loss, ref_grad = prob.naive_loss_grad([row], with_state0)
+                assert np.linalg.norm(ref_grad) > 1e-3, "weak test"
+                assert loss == pytest.approx(ref_loss, rel=1e-10)
+                np.testing.assert_allclose(grad, ref_grad, rtol=1e-10,
+                                           atol=1e-12 * np.abs(ref_grad).max())
+
+
+@pytest.mark.parametrize("cell", [CELL_LSTM, CELL_LSTM1997], ids=["lstm", "lstm1997"])
+def test_loss_grad_one_matches_finite_differences(cell):
+    block_size = 2 if cell == CELL_LSTM1997 else 1
+    prob = Problem(33, cell, 2, 4, 2, 2, block_size, LOSS_SQUARED, (7, 3))
+    _, grad = _loss_grad_one(prob, 0)
+    numeric = np.empty_like(prob.params)
+    for p in range(prob.params.size):
+        plus, minus = prob.params.copy(), prob.params.copy()
+        plus[p] += FD_EPS
+        minus[p] -= FD_EPS
+        numeric[p] = (_loss_grad_one(prob, 0, params=plus)[0]
+                      - _loss_grad_one(prob, 0, params=minus)[0]) / (2.0 * FD_EPS)
+    for name in block_names(cell, 2):
+        a = unpack(grad, *prob.shape_args)[name]
+        b = unpack(numeric, *prob.shape_args)[name]
+        assert np.linalg.norm(a) > 1e-6, f"{name}: gradient vanishes, weak test"
+        assert _rel_err(a, b) <= FD_RTOL, f"{name}: relative error {_rel_err(a, b):.3g}"
+
+
+def test_loss_grad_one_replaces_a_small_workspace_and_ignores_other_rows():
+    prob = Problem(35, CELL_LSTM, 2, 3, 1, 2, 1, LOSS_SQUARED, (6, 2, 5))
+    expected = _loss_grad_one(prob, 2)
+    too_small = np.zeros(3)
+    got = _loss_grad_one(prob, 2, work=too_small)
+    assert np.all(too_small == 0.0)
+    assert got[0] == expected[0] and got[1].tobytes() == expected[1].tobytes()
+    # a stale, longer sequence's contents in the workspace change nothing
+    work = np.empty(0)
+    _loss_grad_one(prob, 0, work=work)
+    prob.X[[0, 1]] = np.nan
+    prob.Y[[0, 1]] = np.nan
+    got = _loss_grad_one(prob, 2)
+    assert got[0] == expected[0] and got[1].tobytes() == expected[1].tobytes()
+
+
+def _train_both(prob, opt_kind, hyper, order, dtype, l2_mask, train_mask):
+    """train_batches with batch_size=1 and train_sequences from the same start."""
+    results = []
+    for kernel in (train_batches, train_sequences):
+        P = prob.params.size
+        params = prob.params.astype(dtype)
+        opt_state = np.zeros((2, P), dtype=dtype)
+        step = np.zeros(1, dtype=np.int64)
+        losses, sizes, failed = kernel(
+            params, prob.layout, prob.X.astype(dtype), prob.lengths,
+            prob.Y.astype(dtype), prob.mask.astype(dtype), prob.no_state.astype(dtype),
+            order, 1, 1, order.size - 1, int(prob.cell), int(prob.hidden_size),
+            int(prob.block_size), int(prob.loss_kind), opt_kind, opt_state, step,
+            hyper, l2_mask.astype(dtype), train_mask.astype(dtype), True)
+        results.append((params, opt_state, step, losses, sizes, failed))
+    return results
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("cell", [CELL_LSTM, CELL_LSTM1997], ids=["lstm", "lstm1997"])
+def test_train_sequences_equals_train_batches_of_one(cell, dtype):
+    from lstmforecast._optimizers import OPT_ADAM
+    block_size = 2 if cell == CELL_LSTM1997 else 1
+    prob = _train_problem(seed=67, cell=cell, block_size=block_size)
+    rng = np.random.default_rng(68)
+    order = rng.integers(0, prob.n_seq, size=12).astype(np.int64)
+    train_mask = (rng.uniform(size=prob.params.size) > 0.2).astype(np.float64)
+    for opt_kind, hyper in ((OPT_SGD, make_hyper(0.05, momentum=0.5, alpha=0.01,
+                                                 clip_norm=0.5)),
+                            (OPT_ADAM, make_hyper(0.01, alpha=0.01))):
+        a, b = _train_both(prob, opt_kind, hyper, order, dtype,
+                           _weights_mask(prob), train_mask)
+        assert a[5] == b[5] == -1
+        assert b[2][0] == order.size - 1                  # first_batch=1 honoured
+        assert np.all(b[4] == 1.0)
+        assert not np.array_equal(b[0], prob.params.astype(dtype))
+        for x, y in zip(a[:4], b[:4]):
+            assert x.tobytes() == y.tobytes()
+
+
+def test_train_sequences_stops_at_a_non_finite_sequence_without_its_update():
+    prob = _train_problem(seed=69)
+    prob.Y[3, 2, 1] = np.nan
+    assert prob.mask[3, 2] > 0
+    order = np.array([0, 1, 2, 3, 4, 0], dtype=np.int64)
+    a, b = _train_both(prob, OPT_SGD, make_hyper(0.1), order, np.float64,
+                       np.zeros(prob.params.size), np.ones(prob.params.size))
+    assert a[5] == b[5] == 2                 # order[3] is the third batch from 1
+    assert b[2][0] == 2
+    for x, y in zip(a[:4], b[:4]):
+        assert x.tobytes() == y.tobytes()
+    assert np.all(np.isfinite(b[0]))
 
 
 # ----------------------------------------------------------------------------------

@@ -754,6 +754,36 @@ def test_cache_files_of_edited_sources_are_removed_and_never_loaded(tmp_path):
     assert not old_files & set(tmp_path.glob("*.nbc"))
 
 
+_PARALLEL_CALLEE_CHILD = r"""
+import hashlib, json, sys
+import numpy as np
+from lstmforecast import _kernels
+from lstmforecast._layout import CELL_LSTM, LOSS_SQUARED, make_layout
+rng = np.random.default_rng(5)
+layout, P = make_layout(CELL_LSTM, 2, 3, 1, 1, 1)
+args = (rng.normal(size=P), layout, rng.normal(size=(4, 5, 2)),
+        np.full(4, 5, np.int64), rng.normal(size=(4, 5, 1)), np.ones((4, 5)),
+        np.zeros((0, 1, 6)), np.arange(4), CELL_LSTM, 3, 1, LOSS_SQUARED, True)
+if sys.argv[1] == "callee":
+    loss, grad = _kernels.loss_grad_into(*args, np.empty((0, 0)))
+else:
+    loss, grad = _kernels.loss_grad(*args)
+print("RESULT " + json.dumps(hashlib.sha256(grad.tobytes()).hexdigest()))
+"""
+
+
+def test_caller_compiled_against_a_cached_parallel_callee_loads_safely(tmp_path):
+    """Numba drops a cached parallel function's "start the thread pool" hook when it
+    loads it, so a caller compiled against it (``loss_grad`` over the cached
+    ``loss_grad_into``) was cached without the hook; a fresh process loading that
+    caller first aborted ("Symbol not found: allocate_sched") or segfaulted."""
+    env = _env(NUMBA_CACHE_DIR=tmp_path / "cache")
+    callee = _result(_python(_PARALLEL_CALLEE_CHILD, "callee", env=env))
+    compiled = _result(_python(_PARALLEL_CALLEE_CHILD, "caller", env=env))
+    loaded = _result(_python(_PARALLEL_CALLEE_CHILD, "caller", env=env))
+    assert callee == compiled == loaded
+
+
 _STALE_CHILD = r"""
 import json, os, sys
 import numpy as np
