@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import config
-from ._math import flush, flush_floor, like, sigmoid, tanh
+from ._math import flush, flush_floor, like, muladd, sigmoid, tanh
 from ._views import borrowed
 from ._layout import (
     CELL_LSTM,
@@ -39,9 +39,10 @@ _JIT = config.jit_options()
 _LANES = config.LSTMF_LANES
 _PARALLEL_CHUNKS = config.LSTMF_PARALLEL_CHUNKS
 # At most this many lanes per chunk (unless LSTMF_LANES is larger): the step arrays
-# of a 32-unit network then stay in the L2 cache; predicting 1,024 sequences in two
-# chunks of 512 lanes took 20% longer per step than in four of 256.
-_MAX_LANES = 256
+# of a 32-unit network then stay in the L2 cache. Predicting 1,024 sequences of
+# small_window (H=32) took 4.7 ms in chunks of 256 lanes and 3.4-3.7 ms in chunks
+# of 128 (64: the same as 128); chunks of 512 were 20% slower than 256.
+_MAX_LANES = 128
 # Matrix products over several lanes with at least this many multiply-adds go to
 # BLAS: a hand loop over a short lane axis cannot keep the vector units busy (with
 # 16 lanes, a 32x8 by 8x16 product took 800 ns as a loop and 110 ns in sgemm), while
@@ -58,18 +59,6 @@ _PARALLEL_MIN_WORK = 200_000
 
 
 @njit(**_JIT)
-def _mm_set(A, B, C):
-    """``C = A @ B`` (overwriting ``C``), BLAS for large products."""
-    m, k = A.shape
-    n = B.shape[1]
-    if n > 1 and m * k * n >= _BLAS_MIN_WORK:
-        np.dot(A, B, C)
-        return
-    C[:, :] = 0.0
-    _mm(A, B, C)
-
-
-@njit(**_JIT)
 def _mm_tn_set(A, B, C):
     """``C = A.T @ B`` (overwriting ``C``), BLAS for large products."""
     k, m = A.shape
@@ -82,25 +71,24 @@ def _mm_tn_set(A, B, C):
 
 
 @njit(**_JIT)
-def _mm(A, B, C):
-    """``C += A @ B`` for ``A (m, k)``, ``B (k, n)`` (lanes ``n`` innermost)."""
+def _mm_set(A, B, C):
+    """``C = A @ B`` for ``A (m, k)``, ``B (k, n)`` (lanes ``n`` innermost): BLAS
+    for large products, else loops that sum as OpenBLAS's kernels do (fused
+    multiply-adds, ``k`` ascending from zero; see :func:`_layer_preact`)."""
     m, k = A.shape
     n = B.shape[1]
-    if n > 1 and m * k * n >= _BLAS_MIN_WORK and k >= 8:
-        C += np.dot(A, B)
-        return
-    if n == 1:
-        for i in range(m):
-            acc = C[i, 0]
-            for p in range(k):
-                acc += A[i, p] * B[p, 0]
-            C[i, 0] = acc
+    if n > 1 and m * k * n >= _BLAS_MIN_WORK:
+        np.dot(A, B, C)
         return
     for i in range(m):
+        row = C[i]
+        for j in range(n):
+            row[j] = 0.0
         for p in range(k):
             a = A[i, p]
+            b_row = B[p]
             for j in range(n):
-                C[i, j] += a * B[p, j]
+                row[j] = muladd(a, b_row[j], row[j])
 
 
 @njit(**_JIT)
@@ -176,20 +164,136 @@ def _layer_forward(params, layout, layer, cell, hidden_size, block_size, x, r_pr
     ``c (H, n)``, ``r (R, n)`` out. Lanes with ``active[j] == 0`` (past their
     sequence's end) keep their previous state.
     """
+    _layer_preact(params, layout, layer, x, r_prev, act)
+    _layer_gates(cell, hidden_size, block_size, r_prev, c_prev, active, act, c, r)
+
+
+@njit(**_JIT)
+def _layer_preact(params, layout, layer, x, r_prev, act):
+    """The units' net inputs ``act (U, n) = W_hh r_prev + W_ih x + b`` by loops,
+    for chunks too small for :func:`_stacked_preact`.
+
+    Each sum runs in the order of the stacked product, ``r_prev`` then ``x`` then
+    the bias, with fused multiply-adds, as OpenBLAS's kernels sum (bitwise so on
+    blocks of 16 lanes; its edge kernels differ in the last bits): a sequence's
+    outputs then hardly depend on whether it is predicted alone (here) or in a
+    batch (in BLAS).
+    """
     n_units = act.shape[0]
     n_rec = r_prev.shape[0]
     n = act.shape[1]
+    din = x.shape[0]
+    off_wih = layout[layer, 0]
+    off_whh = layout[layer, 1]
     off_bih = layout[layer, 2]
     off_bhh = layout[layer, 3]
-    w_ih, w_hh = _weights(params, layout, layer, n_units, n_rec)
-    _mm_set(w_hh, r_prev, act)
     for u in range(n_units):
+        row = act[u]
+        for j in range(n):
+            row[j] = 0.0
+        w = off_whh + u * n_rec
+        for k in range(n_rec):
+            a = params[w + k]
+            r_row = r_prev[k]
+            for j in range(n):
+                row[j] = muladd(a, r_row[j], row[j])
+        w = off_wih + u * din
+        for d in range(din):
+            a = params[w + d]
+            x_row = x[d]
+            for j in range(n):
+                row[j] = muladd(a, x_row[j], row[j])
         b = params[off_bih + u]
         if off_bhh >= 0:
             b += params[off_bhh + u]
         for j in range(n):
-            act[u, j] += b
-    _mm(w_ih, x, act)
+            row[j] += b
+
+
+@njit(**_JIT)
+def _stacked(n_units, n_rec, n):
+    """Whether a chunk's net inputs are one stacked product (see
+    :func:`_stacked_preact`): when the recurrent product goes to BLAS."""
+    return n > 1 and n_units * n_rec * n >= _BLAS_MIN_WORK
+
+
+@njit(**_JIT)
+def _stacked_buffers(params, layout, n_units, n_rec, n):
+    """Each layer's ``[W_hh, W_ih, b] (U, R + D_in + 1)`` and a buffer for its
+    ``[r_prev; x; 1] (R + D_in + 1, n)``, flat, layer after layer (see
+    :func:`_stacked_layer`)."""
+    n_layers = layout.shape[0] - 1
+    w_size = 0
+    s_size = 0
+    for layer in range(n_layers):
+        m = n_rec + layout[layer, 4] + 1
+        w_size += n_units * m
+        s_size += m * n
+    wbuf = np.empty(w_size, dtype=params.dtype)
+    sbuf = np.empty(s_size, dtype=params.dtype)
+    w_pos = 0
+    s_pos = 0
+    for layer in range(n_layers):
+        din = layout[layer, 4]
+        m = n_rec + din + 1
+        off_wih = layout[layer, 0]
+        off_whh = layout[layer, 1]
+        off_bih = layout[layer, 2]
+        off_bhh = layout[layer, 3]
+        for u in range(n_units):
+            row = w_pos + u * m
+            for k in range(n_rec):
+                wbuf[row + k] = params[off_whh + u * n_rec + k]
+            for d in range(din):
+                wbuf[row + n_rec + d] = params[off_wih + u * din + d]
+            b = params[off_bih + u]
+            if off_bhh >= 0:
+                b += params[off_bhh + u]
+            wbuf[row + m - 1] = b
+        for j in range(n):
+            sbuf[s_pos + (m - 1) * n + j] = 1.0
+        w_pos += n_units * m
+        s_pos += m * n
+    return wbuf, sbuf
+
+
+@njit(**_JIT)
+def _stacked_layer(wbuf, sbuf, layout, layer, n_units, n_rec, n):
+    """Layer ``layer``'s views ``(w_cat, stack)`` of :func:`_stacked_buffers`."""
+    w_pos = 0
+    s_pos = 0
+    for below in range(layer):
+        m = n_rec + layout[below, 4] + 1
+        w_pos += n_units * m
+        s_pos += m * n
+    m = n_rec + layout[layer, 4] + 1
+    return (wbuf[w_pos:w_pos + n_units * m].reshape((n_units, m)),
+            sbuf[s_pos:s_pos + m * n].reshape((m, n)))
+
+
+@njit(**_JIT)
+def _stacked_preact(w_cat, stack, x, r_prev, act):
+    """:func:`_layer_preact` as one matrix product, ``act = [W_hh, W_ih, b] @
+    [r_prev; x; 1]``: one BLAS call instead of two, a temporary and two passes over
+    ``act`` (5% of a medium network's forward step)."""
+    n_rec = r_prev.shape[0]
+    n = act.shape[1]
+    for k in range(n_rec):
+        for j in range(n):
+            stack[k, j] = r_prev[k, j]
+    for d in range(x.shape[0]):
+        for j in range(n):
+            stack[n_rec + d, j] = x[d, j]
+    np.dot(w_cat, stack, act)
+
+
+@njit(**_JIT)
+def _layer_gates(cell, hidden_size, block_size, r_prev, c_prev, active, act, c, r):
+    """The gates, cell states ``c`` and outputs ``r`` of one step from the net
+    inputs ``act`` (activated in place); see :func:`_layer_forward`."""
+    n_units = act.shape[0]
+    n_rec = r_prev.shape[0]
+    n = act.shape[1]
     H = hidden_size
     # Every lane loop below writes at most two rows: with more, LLVM needs too many
     # runtime overlap checks between the rows (their offsets depend on H) and
@@ -407,10 +511,11 @@ def _head(params, layout, h, logits):
     off_b = layout[n_layers, 1]
     n_out, n = logits.shape
     H = h.shape[0]
+    _mm_set(params[off_w:off_w + n_out * H].reshape((n_out, H)), h, logits)
     for k in range(n_out):
+        b = params[off_b + k]
         for j in range(n):
-            logits[k, j] = params[off_b + k]
-    _mm(params[off_w:off_w + n_out * H].reshape((n_out, H)), h, logits)
+            logits[k, j] += b
 
 
 @njit(**_JIT)
@@ -600,6 +705,22 @@ def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state
 def _bptt_forward(params, layout, cell, H, block_size, xs, active, acts, cs, rs):
     """Forward through a chunk's steps, keeping every step's ``acts``, ``cs`` and
     ``rs`` for :func:`_bptt_backward`."""
+    n_units = acts.shape[2]
+    n_rec = rs.shape[2]
+    n = xs.shape[2]
+    if _stacked(n_units, n_rec, n):
+        wbuf, sbuf = _stacked_buffers(params, layout, n_units, n_rec, n)
+    else:
+        wbuf = sbuf = np.empty(0, dtype=params.dtype)
+    _bptt_forward_steps(params, layout, cell, H, block_size, xs, active, acts, cs, rs,
+                        wbuf, sbuf)
+
+
+@njit(**_JIT)
+def _bptt_forward_steps(params, layout, cell, H, block_size, xs, active, acts, cs, rs,
+                        wbuf, sbuf):
+    """The time loop of :func:`_bptt_forward` (stacked products when ``wbuf`` is
+    not empty)."""
     # (views of borrowed arguments carry no reference count; see _views)
     params = borrowed(params)
     xs = borrowed(xs)
@@ -607,13 +728,23 @@ def _bptt_forward(params, layout, cell, H, block_size, xs, active, acts, cs, rs)
     acts = borrowed(acts)
     cs = borrowed(cs)
     rs = borrowed(rs)
+    wbuf = borrowed(wbuf)
+    sbuf = borrowed(sbuf)
     n_layers = acts.shape[1]
+    n_units = acts.shape[2]
+    n_rec = rs.shape[2]
+    n = xs.shape[2]
     for t in range(xs.shape[0]):
         for layer in range(n_layers):
             x = xs[t] if layer == 0 else rs[t + 1, layer - 1, :H]
-            _layer_forward(params, layout, layer, cell, H, block_size, x,
-                           rs[t, layer], cs[t, layer], active[t], acts[t, layer],
-                           cs[t + 1, layer], rs[t + 1, layer])
+            if wbuf.shape[0] > 0:
+                w_cat, stack = _stacked_layer(wbuf, sbuf, layout, layer, n_units,
+                                              n_rec, n)
+                _stacked_preact(w_cat, stack, x, rs[t, layer], acts[t, layer])
+            else:
+                _layer_preact(params, layout, layer, x, rs[t, layer], acts[t, layer])
+            _layer_gates(cell, H, block_size, rs[t, layer], cs[t, layer], active[t],
+                         acts[t, layer], cs[t + 1, layer], rs[t + 1, layer])
 
 
 @njit(**_JIT)
@@ -845,14 +976,14 @@ def _layer_forward_one(weights_t, bias, cell, hidden_size, block_size, x, r_prev
         w = weights_t[k]
         v = r_prev[k]
         for u in range(n_units):
-            act[u] += w[u] * v
-    for u in range(n_units):
-        act[u] += bias[u]
+            act[u] = muladd(w[u], v, act[u])
     for d in range(din):
         w = weights_t[n_rec + d]
         v = x[d]
         for u in range(n_units):
-            act[u] += w[u] * v
+            act[u] = muladd(w[u], v, act[u])
+    for u in range(n_units):
+        act[u] += bias[u]
     H = hidden_size
     if cell == CELL_LSTM:
         for u in range(2 * H):
@@ -1110,15 +1241,20 @@ def _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, cell,
     cs = np.empty((2, n_layers, H, n), dtype=dt)
     _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs[:0], active[:0], rs,
                 cs)
+    if _stacked(n_units, n_rec, n):
+        wbuf, sbuf = _stacked_buffers(params, layout, n_units, n_rec, n)
+    else:
+        wbuf = sbuf = np.empty(0, dtype=dt)
     _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_kind,
                    last_only, out, state, xs, active, np.empty((n_units, n), dtype=dt),
-                   rs, cs, np.empty((n_out, n), dtype=dt))
+                   rs, cs, np.empty((n_out, n), dtype=dt), wbuf, sbuf)
 
 
 @njit(**_JIT)
 def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_kind,
-                   last_only, out, state, xs, active, act, rs, cs, logits):
-    """The time loop of :func:`_forward_chunk` (buffers allocated there)."""
+                   last_only, out, state, xs, active, act, rs, cs, logits, wbuf, sbuf):
+    """The time loop of :func:`_forward_chunk` (buffers allocated there; stacked
+    products when ``wbuf`` is not empty)."""
     # (views of borrowed arguments carry no reference count; see _views)
     params = borrowed(params)
     xs = borrowed(xs)
@@ -1127,7 +1263,10 @@ def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_k
     rs = borrowed(rs)
     cs = borrowed(cs)
     logits = borrowed(logits)
+    wbuf = borrowed(wbuf)
+    sbuf = borrowed(sbuf)
     n_layers = rs.shape[1]
+    n_units = act.shape[0]
     n_rec = rs.shape[2]
     n = rows.shape[0]
     n_out = out.shape[2]
@@ -1145,9 +1284,14 @@ def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_k
                 xs[0, d, j] = X[rows[j], t, d] if on else 0.0
         for layer in range(n_layers):
             x = xs[0] if layer == 0 else rs[nxt, layer - 1, :H]
-            _layer_forward(params, layout, layer, cell, H, block_size, x,
-                           rs[cur, layer], cs[cur, layer], active[0], act,
-                           cs[nxt, layer], rs[nxt, layer])
+            if wbuf.shape[0] > 0:
+                w_cat, stack = _stacked_layer(wbuf, sbuf, layout, layer, n_units,
+                                              n_rec, n)
+                _stacked_preact(w_cat, stack, x, rs[cur, layer], act)
+            else:
+                _layer_preact(params, layout, layer, x, rs[cur, layer], act)
+            _layer_gates(cell, H, block_size, rs[cur, layer], cs[cur, layer],
+                         active[0], act, cs[nxt, layer], rs[nxt, layer])
         if not last_only:
             _head(params, layout, rs[nxt, n_layers - 1, :H], logits)
             _activate(loss_kind, logits)

@@ -85,7 +85,7 @@ def _is_float32(x):
 
 
 @intrinsic
-def _muladd(typingctx, a, b, c):
+def muladd(typingctx, a, b, c):
     """``a * b + c`` as LLVM's ``fmuladd``: one fused multiply-add instruction on
     CPUs that have one (every x86-64 since 2013), else a multiply and an add. The
     same on every code path of one machine, so results stay reproducible."""
@@ -111,15 +111,15 @@ def _tanh_impl(x):
             v2 = v * v
             # (fused multiply-adds: a 30% faster tanh, as accurate; this function
             # is most of the gate arithmetic)
-            p = _muladd(v2, _P13, _P11)
-            p = _muladd(p, v2, _P9)
-            p = _muladd(p, v2, _P7)
-            p = _muladd(p, v2, _P5)
-            p = _muladd(p, v2, _P3)
-            p = _muladd(p, v2, _P1)
-            q = _muladd(v2, _Q6, _Q4)
-            q = _muladd(q, v2, _Q2)
-            q = _muladd(q, v2, _Q0)
+            p = muladd(v2, _P13, _P11)
+            p = muladd(p, v2, _P9)
+            p = muladd(p, v2, _P7)
+            p = muladd(p, v2, _P5)
+            p = muladd(p, v2, _P3)
+            p = muladd(p, v2, _P1)
+            q = muladd(v2, _Q6, _Q4)
+            q = muladd(q, v2, _Q2)
+            q = muladd(q, v2, _Q0)
             return v * p / q
         return tanh32
     if isinstance(x, types.Float):

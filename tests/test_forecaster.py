@@ -716,18 +716,20 @@ def test_stateful_carried_state_equals_streaming_the_whole_series():
 
 @pytest.mark.parametrize("cell", ["lstm", "lstm1997"])
 def test_stateful_forecaster_learns_a_seasonal_series(cell):
-    # A claim over five seeds (the median error), not one: a single seed can fail to
-    # learn this series (with these settings the lstm1997 cell's error ratio ranged
-    # 0.08-0.93 over seeds 0-7, the lstm cell's 0.06-0.45), and with one seed and
-    # early stopping after 10 flat epochs the test passed or failed on float32
-    # rounding changes in tanh.
+    # A claim on the median error over eight seeds, not on one seed: single fits,
+    # the lstm1997 cell's especially, land anywhere from 0.06 to 1.8 times the
+    # mean forecast's error depending on the seed, and which seeds fail moves with
+    # float32 rounding. Medians seen over code changes: lstm 0.09-0.10, lstm1997
+    # (400 epochs) 0.21-0.29.
     y = _sine(260, seed=5, noise=0.05, period=12)
-    params = dict(cell=cell, max_epochs=200, learning_rate=0.01, n_iter_no_change=200)
+    epochs = 200 if cell == "lstm" else 400
+    params = dict(cell=cell, max_epochs=epochs, learning_rate=0.01,
+                  n_iter_no_change=epochs)
     if cell == "lstm1997":
         params.update(block_size=2, input_gate_bias=[-1.0, -2.0, -3.0])
     mean_mae = np.mean(np.abs(y[:-12].mean() - y[-12:]))
     ratios = []
-    for seed in range(5):
+    for seed in range(8):
         model = _stateful(horizon=12, random_state=seed, **params).fit(y[:-12])
         ratios.append(np.mean(np.abs(model.predict() - y[-12:])) / mean_mae)
         interval = model.predict_interval(0.9)

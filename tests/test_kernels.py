@@ -405,6 +405,35 @@ def test_many_sequences_match_naive(case):
     assert state2.tobytes() == state.tobytes()
 
 
+@pytest.mark.parametrize("case", sorted(MANY_CASES))
+def test_stacked_net_inputs_equal_the_separate_products(case):
+    """Chunks whose recurrent product goes to BLAS compute the net inputs as one
+    stacked product ``[W_hh, W_ih, b] @ [r_prev; x; 1]`` (every layer; the oracle
+    tests above then run through it); it equals the separate products."""
+    cell, H, S, _, input_size, _ = MANY_CASES[case]
+    num_layers = 2
+    prob = Problem(57, cell, input_size, H, num_layers, 2, S, LOSS_SQUARED, (3,))
+    U = 4 * H if cell == CELL_LSTM else H + 2 * (H // S)
+    R = recurrent_size(cell, H, S)
+    n = 24
+    assert _kernels._stacked(U, R, n) and not _kernels._stacked(U, R, 1)
+    wbuf, sbuf = _kernels._stacked_buffers(prob.params, prob.layout, U, R, n)
+    rng = np.random.default_rng(58)
+    for layer in range(num_layers):
+        din = input_size if layer == 0 else H
+        x = rng.normal(size=(din, n))
+        r_prev = rng.normal(size=(R, n))
+        w_cat, stack = _kernels._stacked_layer(wbuf, sbuf, prob.layout, layer, U, R,
+                                               n)
+        assert w_cat.shape == (U, R + din + 1) and stack.shape == (R + din + 1, n)
+        stacked = np.empty((U, n))
+        _kernels._stacked_preact(w_cat, stack, x, r_prev, stacked)
+        separate = np.empty((U, n))
+        _kernels._layer_preact(prob.params, prob.layout, layer, x, r_prev, separate)
+        np.testing.assert_allclose(stacked, separate, rtol=1e-12, atol=1e-12)
+        assert np.all(stack[-1] == 1.0)
+
+
 def _loss_grad_into(prob, seq_index, work):
     return _kernels.loss_grad_into(
         prob.params, prob.layout, prob.X, prob.lengths, prob.Y, prob.mask,
