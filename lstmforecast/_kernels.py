@@ -688,7 +688,12 @@ def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state
     inputs_all, pos = _carve(work, pos, (n_layers, max(D, H) + n_rec + 1, t_max, n))
     active = np.empty((t_max, n), dtype=np.int8)
     _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs, active, rs, cs)
-    _bptt_forward(params, layout, cell, H, block_size, xs, active, acts, cs, rs)
+    if _stacked(n_units, n_rec, n):
+        wbuf, sbuf = _stacked_buffers(params, layout, n_units, n_rec, n)
+    else:
+        wbuf = sbuf = np.empty(0, dtype=dt)
+    _bptt_forward(params, layout, cell, H, block_size, xs, active, acts, cs, rs, wbuf,
+                  sbuf)
     losses[chunk] = _bptt_backward(
         params, layout, Y, mask, rows, cell, H, block_size, loss_kind, xs, active,
         acts, cs, rs, np.empty((n_out, n), dtype=dt), np.empty(n, dtype=dt),
@@ -702,25 +707,11 @@ def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state
 
 
 @njit(**_JIT)
-def _bptt_forward(params, layout, cell, H, block_size, xs, active, acts, cs, rs):
+def _bptt_forward(params, layout, cell, H, block_size, xs, active, acts, cs, rs, wbuf,
+                  sbuf):
     """Forward through a chunk's steps, keeping every step's ``acts``, ``cs`` and
-    ``rs`` for :func:`_bptt_backward`."""
-    n_units = acts.shape[2]
-    n_rec = rs.shape[2]
-    n = xs.shape[2]
-    if _stacked(n_units, n_rec, n):
-        wbuf, sbuf = _stacked_buffers(params, layout, n_units, n_rec, n)
-    else:
-        wbuf = sbuf = np.empty(0, dtype=params.dtype)
-    _bptt_forward_steps(params, layout, cell, H, block_size, xs, active, acts, cs, rs,
-                        wbuf, sbuf)
-
-
-@njit(**_JIT)
-def _bptt_forward_steps(params, layout, cell, H, block_size, xs, active, acts, cs, rs,
-                        wbuf, sbuf):
-    """The time loop of :func:`_bptt_forward` (stacked products when ``wbuf`` is
-    not empty)."""
+    ``rs`` for :func:`_bptt_backward` (stacked products when ``wbuf`` is not empty,
+    see :func:`_stacked_buffers`)."""
     # (views of borrowed arguments carry no reference count; see _views)
     params = borrowed(params)
     xs = borrowed(xs)
@@ -815,15 +806,11 @@ def _bptt_backward(params, layout, Y, mask, rows, cell, H, block_size, loss_kind
     return loss
 
 
-@njit(parallel=_PRANGE_ONLY, **_JIT)
-def _loss_grad_parallel(n_chunks, params, layout, X, lengths, Y, mask, state0,
-                        seq_index, cell, hidden_size, block_size, loss_kind, grads,
-                        losses, work):
-    for chunk in prange(n_chunks):
-        # (prange's index is unsigned: as int64, the serial path's signature serves)
-        _loss_grad_chunk(np.int64(chunk), n_chunks, params, layout, X, lengths, Y, mask, state0,
-                         seq_index, cell, hidden_size, block_size, loss_kind, grads,
-                         losses, work[chunk])
+@njit(**_JIT)
+def _zeros(n_rows, n_cols, like_array):
+    """``np.zeros((n_rows, n_cols))`` in ``like_array``'s dtype, for the parallel
+    functions (where Numba would turn ``np.zeros`` into a parallel loop)."""
+    return np.zeros((n_rows, n_cols), dtype=like_array.dtype)
 
 
 @njit(**_JIT)
@@ -879,7 +866,7 @@ def loss_grad(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
                           np.empty((0, 0), dtype=params.dtype))
 
 
-@njit(**_JIT)
+@njit(parallel=_PRANGE_ONLY, **_JIT)
 def loss_grad_into(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
                    hidden_size, block_size, loss_kind, parallel, work):
     """:func:`loss_grad` with the step arrays in ``work`` (from
@@ -905,22 +892,32 @@ def loss_grad_into(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
                                           hidden_size, n_layers, n_units, n_rec))
     if work.shape[0] < n_chunks or work.shape[1] < size:
         work = np.empty((n_chunks, size), dtype=params.dtype)
-    grads = np.zeros((n_chunks, n_params), dtype=params.dtype)
-    losses = np.zeros(n_chunks)
+    # (np.zeros and whole-array arithmetic would become parallel loops of their own
+    # in this parallel function, run on every call: a forked child would abort)
+    grads = _zeros(n_chunks, n_params, params)
+    losses = np.empty(n_chunks)
+    for chunk in range(n_chunks):
+        losses[chunk] = 0.0
     if parallel and n_chunks > 1 and n_steps * n_params >= _PARALLEL_MIN_WORK:
-        _loss_grad_parallel(n_chunks, params, layout, X, lengths, Y, mask, state0,
-                            seq_index, cell, hidden_size, block_size, loss_kind,
-                            grads, losses, work)
+        # (the parallel loop in this function rather than a callee of its own:
+        # each level of the call tree compiles all the code below it again)
+        for chunk in prange(n_chunks):
+            # (prange's index is unsigned: as int64, the serial path's signature
+            # serves)
+            _loss_grad_chunk(np.int64(chunk), n_chunks, params, layout, X, lengths,
+                             Y, mask, state0, seq_index, cell, hidden_size,
+                             block_size, loss_kind, grads, losses, work[chunk])
     else:
         for chunk in range(n_chunks):
             _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask,
                              state0, seq_index, cell, hidden_size, block_size,
                              loss_kind, grads, losses, work[chunk])
-    grad = np.zeros(n_params, dtype=params.dtype)
+    grad = _zeros(1, n_params, params)[0]
     loss = 0.0
     for chunk in range(n_chunks):
         loss += losses[chunk]
-        grad += grads[chunk]
+        for p in range(n_params):
+            grad[p] += grads[chunk, p]
     if weight_total > 0.0:
         scale = 1.0 / weight_total
         loss *= scale
@@ -1315,14 +1312,6 @@ def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_k
 
 
 @njit(parallel=_PRANGE_ONLY, **_JIT)
-def _forward_parallel(n_chunks, params, layout, X, lengths, state0, cell,
-                      hidden_size, block_size, loss_kind, last_only, out, state):
-    for chunk in prange(n_chunks):
-        _forward_chunk(np.int64(chunk), n_chunks, params, layout, X, lengths, state0, cell,
-                       hidden_size, block_size, loss_kind, last_only, out, state)
-
-
-@njit(**_JIT)
 def forward(params, layout, X, lengths, state0, cell, hidden_size, block_size,
             loss_kind, last_only, parallel):
     """Network outputs (after the head activation) and final states.
@@ -1342,7 +1331,8 @@ def forward(params, layout, X, lengths, state0, cell, hidden_size, block_size,
     n_layers, n_units, n_rec = _network_sizes(layout, cell, hidden_size, block_size)
     n_out = layout[n_layers, 2]
     t_out = 1 if last_only else X.shape[1]
-    out = np.zeros((n_seq, t_out, n_out), dtype=params.dtype)
+    # (no np.zeros here: see loss_grad_into)
+    out = _zeros(n_seq, t_out * n_out, params).reshape((n_seq, t_out, n_out))
     state = np.empty((n_seq, n_layers, n_rec + hidden_size), dtype=params.dtype)
     n_chunks = _n_chunks(n_seq)
     n_steps = 0
@@ -1350,8 +1340,10 @@ def forward(params, layout, X, lengths, state0, cell, hidden_size, block_size,
         n_steps += lengths[b]
     if (parallel and n_chunks > 1
             and n_steps * params.shape[0] >= _PARALLEL_MIN_WORK // 3):
-        _forward_parallel(n_chunks, params, layout, X, lengths, state0, cell,
-                          hidden_size, block_size, loss_kind, last_only, out, state)
+        for chunk in prange(n_chunks):
+            _forward_chunk(np.int64(chunk), n_chunks, params, layout, X, lengths,
+                           state0, cell, hidden_size, block_size, loss_kind,
+                           last_only, out, state)
     else:
         for chunk in range(n_chunks):
             _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, cell,

@@ -339,6 +339,11 @@ def predict(blob, X):
     return pred, layer
 
 
+def refit(blob, X, y):
+    est = pickle.loads(blob)
+    return est.fit(X, y).params_
+
+
 def main():
     warnings.simplefilter("ignore")
     import numba
@@ -355,8 +360,11 @@ def main():
     with ProcessPoolExecutor(2, mp_context=mp.get_context(method)) as ex:
         futures = [ex.submit(predict, blob, X[k:]) for k in range(4)]
         results = [f.result(timeout=240) for f in futures]
+        refits = [f.result(timeout=240)
+                  for f in [ex.submit(refit, blob, X, y) for _ in range(2)]]
     out["equal"] = [bool(np.array_equal(pred, expected[k:]))
                     for k, (pred, _) in enumerate(results)]
+    out["refit_equal"] = [bool(np.array_equal(p, est.params_)) for p in refits]
     out["worker_layers"] = [layer for _, layer in results]
     print("RESULT " + json.dumps(out))
 
@@ -375,6 +383,7 @@ def test_predict_in_worker_processes(method, tmp_path):
     proc = _python(script, method, timeout=400, cwd=tmp_path)
     res = _result(proc)
     assert res["equal"] == [True] * 4
+    assert res["refit_equal"] == [True] * 2      # fit (from the same start) too
     assert len(res["worker_layers"]) == 4
 
 
