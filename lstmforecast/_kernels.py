@@ -156,19 +156,6 @@ def _weights(params, layout, layer, n_units, n_rec):
 
 
 @njit(**_JIT)
-def _layer_forward(params, layout, layer, cell, hidden_size, block_size, x, r_prev,
-                   c_prev, active, act, c, r):
-    """One step of one layer for a chunk of lanes.
-
-    ``x (D_in, n)``, ``r_prev (R, n)``, ``c_prev (H, n)`` in; ``act (U, n)``,
-    ``c (H, n)``, ``r (R, n)`` out. Lanes with ``active[j] == 0`` (past their
-    sequence's end) keep their previous state.
-    """
-    _layer_preact(params, layout, layer, x, r_prev, act)
-    _layer_gates(cell, hidden_size, block_size, r_prev, c_prev, active, act, c, r)
-
-
-@njit(**_JIT)
 def _layer_preact(params, layout, layer, x, r_prev, act):
     """The units' net inputs ``act (U, n) = W_hh r_prev + W_ih x + b`` by loops,
     for chunks too small for :func:`_stacked_preact`.
@@ -289,8 +276,11 @@ def _stacked_preact(w_cat, stack, x, r_prev, act):
 
 @njit(**_JIT)
 def _layer_gates(cell, hidden_size, block_size, r_prev, c_prev, active, act, c, r):
-    """The gates, cell states ``c`` and outputs ``r`` of one step from the net
-    inputs ``act`` (activated in place); see :func:`_layer_forward`."""
+    """One step of one layer for a chunk of lanes, after :func:`_layer_preact` or
+    :func:`_stacked_preact`: the gates (``act (U, n)``, activated in place), cell
+    states ``c (H, n)`` and outputs ``r (R, n)`` from ``r_prev (R, n)`` and
+    ``c_prev (H, n)``. Lanes with ``active[j] == 0`` (past their sequence's end)
+    keep their previous state."""
     n_units = act.shape[0]
     n_rec = r_prev.shape[0]
     n = act.shape[1]
@@ -377,7 +367,7 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, r_prev
     H = hidden_size
     one = like(1.0, act)
     floor = flush_floor(act)
-    # (at most two rows written per lane loop; see _layer_forward)
+    # (at most two rows written per lane loop; see _layer_gates)
     if cell == CELL_LSTM:
         for k in range(H):
             gi = act[k]
@@ -932,7 +922,8 @@ def loss_grad_into(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
 # With one lane, every lane loop of the chunk kernels above runs once, and their
 # loop set-up (vector preambles, overlap checks) was most of a small network's step.
 # These kernels do the same arithmetic in the same order (bitwise equal results,
-# tested) on 1-D step vectors, with the loops across units.
+# tested) on 1-D step vectors, with the loops across units. The truncated rule
+# (_truncated.py) steps its single sequence with _layer_forward_one too.
 # ----------------------------------------------------------------------------------
 
 
@@ -960,10 +951,10 @@ def _transposed_weights(params, layout, n_units, n_rec, weights_t, bias):
 @njit(**_JIT)
 def _layer_forward_one(weights_t, bias, cell, hidden_size, block_size, x, r_prev,
                        c_prev, act, c, r):
-    """:func:`_layer_forward` for one sequence: ``x (D_in,)``, ``r_prev (R,)``,
-    ``c_prev (H,)`` in; ``act (U,)``, ``c (H,)``, ``r (R,)`` out. The layer's
-    weights come transposed (``weights_t (R + D_in, U)``, ``bias (U,)``; see
-    :func:`_transposed_weights`) so that the products vectorise across units."""
+    """:func:`_layer_preact` and :func:`_layer_gates` for one sequence: ``x (D_in,)``,
+    ``r_prev (R,)``, ``c_prev (H,)`` in; ``act (U,)``, ``c (H,)``, ``r (R,)`` out.
+    The layer's weights come transposed (``weights_t (R + D_in, U)``, ``bias (U,)``;
+    see :func:`_transposed_weights`) so that the products vectorise across units."""
     n_units = act.shape[0]
     n_rec = r_prev.shape[0]
     din = x.shape[0]

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from . import config
-from ._kernels import _head_loss_grad, _layer_forward
+from ._kernels import _head_loss_grad, _layer_forward_one, _transposed_weights
 from ._math import tanh
 from ._views import borrowed
 from ._training import apply_update
@@ -74,18 +74,24 @@ def _truncated_sequence(params, layout, X, length, Y, mask, cell, hidden_size,
         params_before, state_before, r_prev, c_prev, traces,
         np.empty(X.shape[1] + n_rec + 1, dtype=dt), np.empty((n_rec, 1), dtype=dt),
         np.empty((H, 1), dtype=dt), np.empty((n_units, 1), dtype=dt),
-        np.ones(1, dtype=np.int8), np.empty((n_out, 1), dtype=dt),
-        np.empty(1, dtype=dt), np.empty((n_out, 1), dtype=dt),
-        np.empty((H, 1), dtype=dt), np.empty(H, dtype=dt))
+        np.empty((n_out, 1), dtype=dt), np.empty(1, dtype=dt),
+        np.empty((n_out, 1), dtype=dt), np.empty((H, 1), dtype=dt),
+        np.empty(H, dtype=dt), np.empty((1, n_rec + X.shape[1], n_units), dtype=dt),
+        np.empty((1, n_units), dtype=dt))
 
 
 @njit(**_JIT)
 def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
                      block_size, loss_kind, grad, step_update, opt_kind, opt_state,
                      step, hyper, l2_mask, train_mask, params_before, state_before,
-                     r_prev, c_prev, traces, src, r, c, act, active, target, weight,
-                     logits, dy, ds):
-    """The time loop of :func:`_truncated_sequence` (buffers allocated there)."""
+                     r_prev, c_prev, traces, src, r, c, act, target, weight, logits,
+                     dy, ds, weights_t, bias):
+    """The time loop of :func:`_truncated_sequence` (buffers allocated there).
+
+    The forward step is the one-sequence kernels' (bitwise the chunk kernels'
+    arithmetic, on 1-D vectors), with the weights transposed into ``weights_t``,
+    ``bias`` at the start and after every update.
+    """
     # (views of borrowed arguments carry no reference count; see _views)
     params = borrowed(params)
     X = borrowed(X)
@@ -103,6 +109,8 @@ def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
     logits = borrowed(logits)
     dy = borrowed(dy)
     ds = borrowed(ds)
+    weights_t = borrowed(weights_t)
+    bias = borrowed(bias)
     H = hidden_size
     lstm = cell == 0
     n_blocks = H // block_size
@@ -114,16 +122,23 @@ def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
     off_whh = layout[0, 1]
     off_b = layout[0, 2]
     off_b2 = layout[0, 3]
+    n_units = act.shape[0]
+    # 1-D views of the one-lane state (the arguments are borrowed: no count)
+    r_prev_1 = r_prev.reshape(n_rec)
+    c_prev_1 = c_prev.reshape(H)
+    act_1 = act.reshape(n_units)
+    c_1 = c.reshape(H)
+    r_1 = r.reshape(n_rec)
+    _transposed_weights(params, layout, n_units, n_rec, weights_t, bias)
     loss = 0.0
     for t in range(length):
-        x = X[t].reshape((D, 1))
         for m in range(D):
             src[m] = X[t, m]
         for m in range(n_rec):
             src[D + m] = r_prev[m, 0]
         src[n_src - 1] = 1.0
-        _layer_forward(params, layout, 0, cell, H, block_size, x, r_prev, c_prev,
-                       active, act, c, r)
+        _layer_forward_one(weights_t[0], bias[0], cell, H, block_size, X[t],
+                           r_prev_1, c_prev_1, act_1, c_1, r_1)
         if lstm:
             # Gers et al. (2000): s = f s_prev + i g, so each trace decays by f
             for k in range(H):
@@ -199,6 +214,7 @@ def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
                 grad[:] = 0.0
                 if not ok:
                     return loss, False
+                _transposed_weights(params, layout, n_units, n_rec, weights_t, bias)
         for m in range(n_rec):
             r_prev[m, 0] = r[m, 0]
         for k in range(H):
