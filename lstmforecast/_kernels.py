@@ -80,6 +80,14 @@ def _mm_set(A, B, C):
     if n > 1 and m * k * n >= _BLAS_MIN_WORK:
         np.dot(A, B, C)
         return
+    if n == 1:
+        zero = like(0.0, C)
+        for i in range(m):
+            acc = zero
+            for p in range(k):
+                acc = muladd(A[i, p], B[p, 0], acc)
+            C[i, 0] = acc
+        return
     for i in range(m):
         row = C[i]
         for j in range(n):
@@ -174,6 +182,22 @@ def _layer_preact(params, layout, layer, x, r_prev, act):
     off_whh = layout[layer, 1]
     off_bih = layout[layer, 2]
     off_bhh = layout[layer, 3]
+    if n == 1:
+        # (one lane: the same sums in registers, without a lane loop per term)
+        zero = like(0.0, act)
+        for u in range(n_units):
+            acc = zero
+            w = off_whh + u * n_rec
+            for k in range(n_rec):
+                acc = muladd(params[w + k], r_prev[k, 0], acc)
+            w = off_wih + u * din
+            for d in range(din):
+                acc = muladd(params[w + d], x[d, 0], acc)
+            b = params[off_bih + u]
+            if off_bhh >= 0:
+                b += params[off_bhh + u]
+            act[u, 0] = acc + b
+        return
     for u in range(n_units):
         row = act[u]
         for j in range(n):
