@@ -1213,7 +1213,8 @@ def loss_grad_one(params, layout, X, lengths, Y, mask, state0, row, cell, hidden
     _transposed_weights(params, layout, n_units, n_rec, weights_t, bias)
     _bptt_forward_one(cell, H, block_size, weights_t, bias, xs, acts, cs, rs)
     loss = _bptt_backward_one(
-        params, layout, weights_t, Y, mask, row, cell, H, block_size, loss_kind, xs, acts, cs, rs,
+        params, layout, weights_t, Y, mask, row, cell, H, block_size, loss_kind, xs,
+        acts, cs, rs,
         np.empty((n_out, 1), dtype=dt), np.empty(1, dtype=dt),
         np.empty((n_out, 1), dtype=dt), np.empty((H, 1), dtype=dt),
         np.zeros((n_layers, n_rec), dtype=dt), np.zeros((n_layers, H), dtype=dt),

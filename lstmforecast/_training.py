@@ -132,7 +132,6 @@ def train_batches(params, layout, X, lengths, Y, mask, state0, order, batch_size
     return losses, sizes, -1
 
 
-
 @njit(**_JIT)
 def train_sequences(params, layout, X, lengths, Y, mask, state0, order, batch_size,
                     first_batch, n_batches, cell, hidden_size, block_size, loss_kind,
@@ -161,6 +160,7 @@ def train_sequences(params, layout, X, lengths, Y, mask, state0, order, batch_si
         if not ok:
             return losses, sizes, i
     return losses, sizes, -1
+
 
 # Corrupt or unwritable cache files recompile instead of failing.
 config.harden_caches(globals())
