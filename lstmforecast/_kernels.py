@@ -229,6 +229,21 @@ def _stacked(n_units, n_rec, n):
 
 
 @njit(**_JIT)
+def _stacked_weight(params, layout, layer, n_rec, u, col):
+    """Entry ``(u, col)`` of layer ``layer``'s ``[W_hh, W_ih, b] (U, R + D_in + 1)``;
+    the last column is the summed bias ``b_ih + b_hh``."""
+    din = layout[layer, 4]
+    if col < n_rec:
+        return params[layout[layer, 1] + u * n_rec + col]
+    if col < n_rec + din:
+        return params[layout[layer, 0] + u * din + col - n_rec]
+    b = params[layout[layer, 2] + u]
+    if layout[layer, 3] >= 0:
+        b += params[layout[layer, 3] + u]
+    return b
+
+
+@njit(**_JIT)
 def _stacked_buffers(params, layout, n_units, n_rec, n):
     """Each layer's ``[W_hh, W_ih, b] (U, R + D_in + 1)`` and a buffer for its
     ``[r_prev; x; 1] (R + D_in + 1, n)``, flat, layer after layer (see
@@ -245,22 +260,11 @@ def _stacked_buffers(params, layout, n_units, n_rec, n):
     w_pos = 0
     s_pos = 0
     for layer in range(n_layers):
-        din = layout[layer, 4]
-        m = n_rec + din + 1
-        off_wih = layout[layer, 0]
-        off_whh = layout[layer, 1]
-        off_bih = layout[layer, 2]
-        off_bhh = layout[layer, 3]
+        m = n_rec + layout[layer, 4] + 1
         for u in range(n_units):
-            row = w_pos + u * m
-            for k in range(n_rec):
-                wbuf[row + k] = params[off_whh + u * n_rec + k]
-            for d in range(din):
-                wbuf[row + n_rec + d] = params[off_wih + u * din + d]
-            b = params[off_bih + u]
-            if off_bhh >= 0:
-                b += params[off_bhh + u]
-            wbuf[row + m - 1] = b
+            for col in range(m):
+                wbuf[w_pos + u * m + col] = _stacked_weight(params, layout, layer,
+                                                            n_rec, u, col)
         for j in range(n):
             sbuf[s_pos + (m - 1) * n + j] = 1.0
         w_pos += n_units * m
@@ -674,6 +678,21 @@ def _carve(work, pos, shape):
 
 
 @njit(**_JIT)
+def _chunk_arrays(work, t_max, n, D, H, n_layers, n_units, n_rec):
+    """A chunk's step arrays ``(xs, acts, cs, rs, dz_all, inputs_all)`` for ``n``
+    lanes and ``t_max`` steps, carved from the 1-D ``work`` (see
+    :func:`_chunk_work_size`)."""
+    pos = 0
+    xs, pos = _carve(work, pos, (t_max, D, n))
+    acts, pos = _carve(work, pos, (t_max, n_layers, n_units, n))
+    cs, pos = _carve(work, pos, (t_max + 1, n_layers, H, n))
+    rs, pos = _carve(work, pos, (t_max + 1, n_layers, n_rec, n))
+    dz_all, pos = _carve(work, pos, (n_layers, n_units, t_max, n))
+    inputs_all, pos = _carve(work, pos, (n_layers, max(D, H) + n_rec + 1, t_max, n))
+    return xs, acts, cs, rs, dz_all, inputs_all
+
+
+@njit(**_JIT)
 def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state0,
                      seq_index, cell, hidden_size, block_size, loss_kind, grads,
                      losses, work):
@@ -693,13 +712,8 @@ def _loss_grad_chunk(chunk, n_chunks, params, layout, X, lengths, Y, mask, state
     # The step arrays are carved from the caller's workspace: reused from batch to
     # batch, their pages stay mapped (fresh megabytes from malloc are new pages from
     # the kernel, and the page faults cost a quarter of a small network's step).
-    pos = 0
-    xs, pos = _carve(work, pos, (t_max, D, n))
-    acts, pos = _carve(work, pos, (t_max, n_layers, n_units, n))
-    cs, pos = _carve(work, pos, (t_max + 1, n_layers, H, n))
-    rs, pos = _carve(work, pos, (t_max + 1, n_layers, n_rec, n))
-    dz_all, pos = _carve(work, pos, (n_layers, n_units, t_max, n))
-    inputs_all, pos = _carve(work, pos, (n_layers, max(D, H) + n_rec + 1, t_max, n))
+    xs, acts, cs, rs, dz_all, inputs_all = _chunk_arrays(work, t_max, n, D, H,
+                                                         n_layers, n_units, n_rec)
     active = np.empty((t_max, n), dtype=np.int8)
     _load_chunk(X, lengths, state0, rows, n_layers, n_rec, H, xs, active, rs, cs)
     if _stacked(n_units, n_rec, n):
@@ -953,23 +967,23 @@ def loss_grad_into(params, layout, X, lengths, Y, mask, state0, seq_index, cell,
 
 @njit(**_JIT)
 def _transposed_weights(params, layout, n_units, n_rec, weights_t, bias):
-    """Each layer's ``[W_hh; W_ih]`` transposed into ``weights_t (L, R + D_in, U)``
-    and its summed biases into ``bias (L, U)``, for :func:`_layer_forward_one`."""
+    """Each layer's ``[W_hh, W_ih]`` transposed into ``weights_t (L, R + D_in, U)``
+    and its summed biases into ``bias (L, U)`` (see :func:`_stacked_weight`), for
+    :func:`_layer_forward_one`."""
+    # (the weights by direct loops, not an entry call each: this runs once per
+    # sequence, per update in the truncated rule, and the calls cost 2 us of an
+    # online sequence's 19)
     for layer in range(bias.shape[0]):
         off_wih = layout[layer, 0]
         off_whh = layout[layer, 1]
-        off_bih = layout[layer, 2]
-        off_bhh = layout[layer, 3]
         din = layout[layer, 4]
         for u in range(n_units):
             for k in range(n_rec):
                 weights_t[layer, k, u] = params[off_whh + u * n_rec + k]
             for d in range(din):
                 weights_t[layer, n_rec + d, u] = params[off_wih + u * din + d]
-            b = params[off_bih + u]
-            if off_bhh >= 0:
-                b += params[off_bhh + u]
-            bias[layer, u] = b
+            bias[layer, u] = _stacked_weight(params, layout, layer, n_rec, u,
+                                             n_rec + din)
 
 
 @njit(**_JIT)
@@ -1188,24 +1202,19 @@ def loss_grad_one(params, layout, X, lengths, Y, mask, state0, row, cell, hidden
     size = _chunk_work_size(t_max, 1, D, H, n_layers, n_units, n_rec)
     if work.shape[0] < size:
         work = np.empty(size, dtype=dt)
-    # the chunk kernels' arrays with one lane, as 1-D step vectors (same memory)
-    m = max(D, H) + n_rec + 1
-    pos = 0
-    xs, pos = _carve(work, pos, (t_max, D))
-    acts, pos = _carve(work, pos, (t_max, n_layers, n_units))
-    cs, pos = _carve(work, pos, (t_max + 1, n_layers, H))
-    rs, pos = _carve(work, pos, (t_max + 1, n_layers, n_rec))
-    dz_all, pos = _carve(work, pos, (n_layers, n_units, t_max))
-    inputs_all, pos = _carve(work, pos, (n_layers, m, t_max))
-    for t in range(t_max):
-        for d in range(D):
-            xs[t, d] = X[row, t, d]
-    has_state0 = state0.shape[0] > 0
-    for layer in range(n_layers):
-        for k in range(n_rec):
-            rs[0, layer, k] = state0[row, layer, k] if has_state0 else 0.0
-        for k in range(H):
-            cs[0, layer, k] = state0[row, layer, n_rec + k] if has_state0 else 0.0
+    # the chunk kernels' arrays with one lane; the one-sequence kernels see them
+    # as 1-D step vectors (same memory)
+    xs4, acts4, cs4, rs4, dz_all4, inputs_all4 = _chunk_arrays(
+        work, t_max, 1, D, H, n_layers, n_units, n_rec)
+    _load_chunk(X, lengths, state0, np.full(1, row), n_layers, n_rec, H, xs4,
+                np.empty((t_max, 1), dtype=np.int8), rs4, cs4)
+    m = inputs_all4.shape[1]
+    xs = xs4.reshape((t_max, D))
+    acts = acts4.reshape((t_max, n_layers, n_units))
+    cs = cs4.reshape((t_max + 1, n_layers, H))
+    rs = rs4.reshape((t_max + 1, n_layers, n_rec))
+    dz_all = dz_all4.reshape((n_layers, n_units, t_max))
+    inputs_all = inputs_all4.reshape((n_layers, m, t_max))
     for p in range(grad.shape[0]):
         grad[p] = 0.0
     weights_t = np.empty((n_layers, n_rec + max(D, H), n_units), dtype=dt)
@@ -1222,8 +1231,7 @@ def loss_grad_one(params, layout, X, lengths, Y, mask, state0, row, cell, hidden
         np.empty(n_rec, dtype=dt), dz_all, inputs_all, grad)
     for layer in range(n_layers):
         _add_weight_grads(layout, layer, D if layer == 0 else H, n_rec,
-                          dz_all[layer].reshape((n_units, t_max, 1)),
-                          inputs_all[layer].reshape((m, t_max, 1)), grad)
+                          dz_all4[layer], inputs_all4[layer], grad)
     weight_total = 0.0
     for t in range(t_max):
         weight_total += mask[row, t]
