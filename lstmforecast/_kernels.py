@@ -170,9 +170,10 @@ def _layer_preact(params, layout, layer, x, r_prev, act):
 
     Each sum runs in the order of the stacked product, ``r_prev`` then ``x`` then
     the bias, with fused multiply-adds, as OpenBLAS's kernels sum (bitwise so on
-    blocks of 16 lanes; its edge kernels differ in the last bits): a sequence's
-    outputs then hardly depend on whether it is predicted alone (here) or in a
-    batch (in BLAS).
+    blocks of 16 lanes on the machine where this was measured; edge kernels, and
+    some lanes of OpenBLAS's Haswell kernels, differ in the last bits): a
+    sequence's outputs then hardly depend on whether it is predicted alone (here)
+    or in a batch (in BLAS).
     """
     n_units = act.shape[0]
     n_rec = r_prev.shape[0]
