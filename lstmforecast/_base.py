@@ -54,17 +54,17 @@ def _canonical_order(X, lengths, state0):
     n = X.shape[0]
     if n < 2:
         return None
+    # (float64 keys: distinct sequences, one-hot ones included, do not tie)
     flat = X.reshape(n, -1)
-    key = flat @ np.random.default_rng(1997).standard_normal(
-        flat.shape[1]).astype(X.dtype)
+    key = flat @ np.random.default_rng(1997).standard_normal(flat.shape[1])
     if state0.shape[0]:
         flat0 = state0.reshape(n, -1)
-        key = key + flat0 @ np.random.default_rng(1998).standard_normal(
-            flat0.shape[1]).astype(X.dtype)
+        key += flat0 @ np.random.default_rng(1998).standard_normal(flat0.shape[1])
     order = np.lexsort((key, lengths))
     if np.array_equal(order, np.arange(n)):
         return None
     return order
+
 
 class BaseLSTM(BaseEstimator):
     """Base class of the LSTM estimators (not for direct use)."""
