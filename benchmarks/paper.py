@@ -339,7 +339,7 @@ def _summary(spec, recipe, results):
     wrong = [r["wrong"] for r in (ok or results)]
     setting = (", ".join(f"{k}={v}" for k, v in spec.kwargs.items())
                or ("lr=%g" % spec.lr))
-    if spec.net.get("output_activation") == "identity":
+    if _linear_output(spec):
         setting += ", linear output"
     return {
         "experiment": spec.exp,
@@ -361,11 +361,15 @@ def _summary(spec, recipe, results):
     }
 
 
+def _linear_output(spec):
+    """Whether the row runs the paper's network with a linear output unit."""
+    return spec.net.get("output_activation") == "identity"
+
+
 def _network_text(spec, recipe):
     if recipe == "paper":
         n_blocks = spec.net["hidden_size"] // spec.net["block_size"]
-        linear = (", linear out" if spec.net.get("output_activation") == "identity"
-                  else "")
+        linear = ", linear out" if _linear_output(spec) else ""
         return (f"{n_blocks}x{spec.net['block_size']} lstm1997, lr {spec.lr:g}"
                 f"{linear}")
     return f"lstm {max(8, spec.net['hidden_size'])}, Adam"

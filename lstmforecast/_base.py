@@ -602,9 +602,10 @@ class BaseLSTM(BaseEstimator):
                 out, state = _kernels.forward(*args, parallel)
         if order is None:
             return out, state
-        back = np.empty_like(order)
-        back[order] = np.arange(order.shape[0])
-        return out[back], state[back]
+        in_order = np.empty_like(out), np.empty_like(state)
+        in_order[0][order] = out
+        in_order[1][order] = state
+        return in_order
 
     def _per_sequence(self, seqs, out):
         """Split ``out`` into what the caller expects: an array or a list."""
