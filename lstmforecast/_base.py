@@ -74,6 +74,7 @@ class BaseLSTM(BaseEstimator):
         "num_layers": [Interval(numbers.Integral, 1, None, closed="left")],
         "cell": [StrOptions(set(_layout.CELL_CODES))],
         "block_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "squashing": [StrOptions(set(_layout.SQUASHINGS))],
         "gradient": [StrOptions({"bptt", "truncated"})],
         "update": [StrOptions({"sequence", "step"})],
         "input_gate_bias": [None, "array-like", numbers.Real],
@@ -107,7 +108,7 @@ class BaseLSTM(BaseEstimator):
     }
 
     def __init__(self, hidden_size=32, *, num_layers=1, cell="lstm", block_size=1,
-                 gradient="bptt", update="sequence", optimizer="adam",
+                 squashing="appendix", gradient="bptt", update="sequence", optimizer="adam",
                  learning_rate=1e-3,
                  momentum=0.0, nesterov=False, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, batch_size=32, max_epochs=200, shuffle=True,
@@ -122,6 +123,7 @@ class BaseLSTM(BaseEstimator):
         self.num_layers = num_layers
         self.cell = cell
         self.block_size = block_size
+        self.squashing = squashing
         self.gradient = gradient
         self.update = update
         self.optimizer = optimizer
@@ -163,6 +165,9 @@ class BaseLSTM(BaseEstimator):
         if self.cell == "lstm" and self.block_size != 1:
             raise ValueError("block_size applies to cell='lstm1997' only; "
                              "cell='lstm' needs block_size=1")
+        if self.cell == "lstm" and self.squashing != "appendix":
+            raise ValueError(f"squashing={self.squashing!r} applies to "
+                             "cell='lstm1997' only")
         if self.cell == "lstm1997" and self.forget_gate_bias is not None:
             raise ValueError("forget_gate_bias applies to cell='lstm' only: the 1997 "
                              "cell has no forget gate")
@@ -212,16 +217,19 @@ class BaseLSTM(BaseEstimator):
 
     def _network_config(self):
         """The hyper-parameters that shape the network (and its output)."""
-        return {"cell": self.cell, "hidden_size": self.hidden_size,
+        return {"cell": self.cell, "squashing": self.squashing,
+                "hidden_size": self.hidden_size,
                 "block_size": self.block_size, "num_layers": self.num_layers,
                 "output": self.output, "dtype": self.dtype,
                 "output_activation": self.output_activation}
 
     def _network_args(self):
-        """``(cell, hidden_size, block_size, loss_kind)`` of the fitted network."""
+        """``(cell, hidden_size, block_size, loss_kind)`` of the fitted network
+        (``cell``: the kernels' code, which also says the squashing reading)."""
         net = self._net
-        return (_layout.CELL_CODES[net["cell"]], net["hidden_size"],
-                net["block_size"], self._loss_kind)
+        # (models saved before the squashing parameter have no such key)
+        cell = _layout.cell_code(net["cell"], net.get("squashing", "appendix"))
+        return cell, net["hidden_size"], net["block_size"], self._loss_kind
 
     def _unpack_args(self):
         net = self._net

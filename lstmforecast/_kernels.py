@@ -26,6 +26,7 @@ from ._math import flush, flush_floor, like, muladd, sigmoid, tanh
 from ._views import borrowed
 from ._layout import (
     CELL_LSTM,
+    CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
     LOSS_SOFTMAX_XENT,
@@ -345,7 +346,11 @@ def _layer_gates(cell, hidden_size, block_size, r_prev, c_prev, active, act, c, 
     else:
         n_blocks = H // block_size
         half = like(0.5, act)
-        two = like(2.0, act)
+        # g = a_g tanh(z / 2), h = a_h tanh(s / 2): the Appendix's ranges, or
+        # Table 10's (see _layout); multiplying by 1.0 leaves values bit for bit
+        table10 = cell == CELL_LSTM1997_TABLE10
+        amp_g = like(1.0 if table10 else 2.0, act)
+        amp_h = like(2.0 if table10 else 1.0, act)
         gates = flat[H * n:]
         for i in range(gates.shape[0]):
             gates[i] = sigmoid(gates[i])
@@ -356,7 +361,7 @@ def _layer_gates(cell, hidden_size, block_size, r_prev, c_prev, active, act, c, 
                 r_row[j] = a_row[j]
         cell_inputs = flat[:H * n]
         for i in range(cell_inputs.shape[0]):
-            cell_inputs[i] = two * tanh(half * cell_inputs[i])
+            cell_inputs[i] = amp_g * tanh(half * cell_inputs[i])
         for k in range(H):
             blk = k // block_size
             gk = act[k]
@@ -368,7 +373,7 @@ def _layer_gates(cell, hidden_size, block_size, r_prev, c_prev, active, act, c, 
             for j in range(n):
                 ck = cp[j] + y_in[j] * gk[j]
                 ck_row[j] = ck
-                r_row[j] = y_out[j] * tanh(half * ck)
+                r_row[j] = y_out[j] * (amp_h * tanh(half * ck))
     for j in range(n):
         if active[j] == 0:
             for k in range(H):
@@ -424,7 +429,12 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, r_prev
     else:
         n_blocks = H // block_size
         half = like(0.5, act)
-        quarter = like(0.25, act)
+        # g' = (a_g / 2)(1 - (g / a_g)^2) and h' = (a_h / 2)(1 - tanh(s / 2)^2)
+        table10 = cell == CELL_LSTM1997_TABLE10
+        amp_h = like(2.0 if table10 else 1.0, act)
+        slope_g = like(0.5 if table10 else 1.0, act)
+        slope_h = like(1.0 if table10 else 0.5, act)
+        inv_sq_g = like(1.0 if table10 else 0.25, act)
         for q in range(H, n_units):
             d_row = dz[q]
             dr_row = dr[q]
@@ -443,12 +453,12 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, r_prev
             dz_out = dz[H + n_blocks + blk]
             for j in range(n):
                 hs = tanh(half * ck[j])
-                dz_out[j] += dh[j] * hs
-                dsk[j] = dsk[j] + dh[j] * y_out[j] * half * (one - hs * hs)
+                dz_out[j] += dh[j] * (amp_h * hs)
+                dsk[j] = dsk[j] + dh[j] * y_out[j] * slope_h * (one - hs * hs)
             for j in range(n):
                 dz_in[j] += dsk[j] * gk[j]
-                dz_k[j] = flush(dsk[j] * y_in[j] * (one - quarter * gk[j] * gk[j]),
-                                floor)
+                dz_k[j] = flush(dsk[j] * y_in[j] * slope_g
+                                * (one - inv_sq_g * gk[j] * gk[j]), floor)
             for j in range(n):
                 dsk[j] = flush(dsk[j], floor)
         for q in range(H, n_units):
@@ -1026,17 +1036,19 @@ def _layer_forward_one(weights_t, bias, cell, hidden_size, block_size, x, r_prev
     else:
         n_blocks = H // block_size
         half = like(0.5, act)
-        two = like(2.0, act)
+        table10 = cell == CELL_LSTM1997_TABLE10
+        amp_g = like(1.0 if table10 else 2.0, act)
+        amp_h = like(2.0 if table10 else 1.0, act)
         for q in range(H, n_units):
             act[q] = sigmoid(act[q])
             r[q] = act[q]
         for k in range(H):
-            act[k] = two * tanh(half * act[k])
+            act[k] = amp_g * tanh(half * act[k])
         for k in range(H):
             blk = k // block_size
             ck = c_prev[k] + act[H + blk] * act[k]
             c[k] = ck
-            r[k] = act[H + n_blocks + blk] * tanh(half * ck)
+            r[k] = act[H + n_blocks + blk] * (amp_h * tanh(half * ck))
 
 
 @njit(**_JIT)
@@ -1067,7 +1079,11 @@ def _layer_backward_one(weights_t, layer, cell, hidden_size, block_size, c_prev,
     else:
         n_blocks = H // block_size
         half = like(0.5, act)
-        quarter = like(0.25, act)
+        table10 = cell == CELL_LSTM1997_TABLE10
+        amp_h = like(2.0 if table10 else 1.0, act)
+        slope_g = like(0.5 if table10 else 1.0, act)
+        slope_h = like(1.0 if table10 else 0.5, act)
+        inv_sq_g = like(1.0 if table10 else 0.25, act)
         for q in range(H, n_units):
             dz[q] = dr[q]
         for k in range(H):
@@ -1075,10 +1091,11 @@ def _layer_backward_one(weights_t, layer, cell, hidden_size, block_size, c_prev,
             gk = act[k]
             dh = dr[k]
             hs = tanh(half * c[k])
-            dz[H + n_blocks + blk] += dh * hs
-            dsk = dc[k] + dh * act[H + n_blocks + blk] * half * (one - hs * hs)
+            dz[H + n_blocks + blk] += dh * (amp_h * hs)
+            dsk = dc[k] + dh * act[H + n_blocks + blk] * slope_h * (one - hs * hs)
             dz[H + blk] += dsk * gk
-            dz[k] = flush(dsk * act[H + blk] * (one - quarter * gk * gk), floor)
+            dz[k] = flush(dsk * act[H + blk] * slope_g * (one - inv_sq_g * gk * gk),
+                          floor)
             dc[k] = flush(dsk, floor)
         for q in range(H, n_units):
             a = act[q]

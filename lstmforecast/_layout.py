@@ -33,6 +33,11 @@ activations of all units, ``r_{t-1} = [y^c, y^in, y^out]`` (size ``n_units``)::
     s_k(t) = s_k(t-1) + y^in_{j(k)} * 2 tanh(z_k / 2)        (constant error carousel)
     y^c_k = y^out_{j(k)} * tanh(s_k(t) / 2)
 
+These are the squashing ranges of the paper's Appendix and prose (g in [-2, 2], h in
+[-1, 1]; ``squashing="appendix"``). Table 10's caption swaps them (g in [-1, 1], h in
+[-2, 2]); ``squashing="table10"`` (code ``CELL_LSTM1997_TABLE10``) is that reading,
+the same network and layout with ``g(z) = tanh(z / 2)`` and ``h(s) = 2 tanh(s / 2)``.
+
 In both cells the output of a layer at step t (fed to the next layer and the head)
 is ``r_t[:H]``. The recurrent state of a layer is ``[r (R values), c (H values)]``
 with ``R = H`` for lstm and ``R = n_units`` for lstm1997; state arrays have shape
@@ -56,7 +61,16 @@ import numpy as np
 
 CELL_LSTM = 0
 CELL_LSTM1997 = 1
+CELL_LSTM1997_TABLE10 = 2
 CELL_CODES = {"lstm": CELL_LSTM, "lstm1997": CELL_LSTM1997}
+SQUASHINGS = ("appendix", "table10")
+
+
+def cell_code(cell, squashing="appendix"):
+    """The kernels' code of a cell name and its ``squashing`` reading."""
+    if squashing == "table10" and cell == "lstm1997":
+        return CELL_LSTM1997_TABLE10
+    return CELL_CODES[cell]
 
 LOSS_SQUARED = 0
 LOSS_SIGMOID_SQUARED = 1

@@ -239,6 +239,8 @@ class Codec:
 
 _NET_KEYS = ("cell", "hidden_size", "block_size", "num_layers", "output", "dtype",
              "output_activation")
+# (files written before the squashing parameter lack it: the Appendix's reading)
+_NET_OPTIONAL_KEYS = ("squashing",)
 
 
 def _plain(value):
@@ -348,8 +350,13 @@ class LSTMCodec(Codec):
     # -- load
     def _check_net(self, cls, net):
         where = "fitted['_net']"
-        _check_keys(net, _NET_KEYS, where)
+        _check_keys(net, _NET_KEYS, where, optional=_NET_OPTIONAL_KEYS)
         cell = _one_of(net, "cell", where, _layout.CELL_CODES)
+        if "squashing" in net:
+            squashing = _one_of(net, "squashing", where, _layout.SQUASHINGS)
+            _require(cell == "lstm1997" or squashing == "appendix",
+                     f"{where}: squashing={squashing!r} applies to cell='lstm1997' "
+                     "only")
         hidden = _int(net, "hidden_size", where, 1)
         block = _int(net, "block_size", where, 1)
         _int(net, "num_layers", where, 1)
@@ -457,7 +464,7 @@ class LSTMCodec(Codec):
             est.feature_names_in_ = np.asarray(names, dtype=object)
         est._table_input = table
         est.n_outputs_ = n_outputs
-        est._net = dict(net)
+        est._net = {**dict(net), "squashing": net.get("squashing", "appendix")}
         est._loss_kind = fitted["_loss_kind"]
         est.loss_curve_ = loss_curve
         est.validation_scores_ = scores

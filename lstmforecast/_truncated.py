@@ -22,6 +22,7 @@ from numba import njit
 
 from . import config
 from ._kernels import _head_loss_grad, _layer_forward_one, _transposed_weights
+from ._layout import CELL_LSTM1997_TABLE10
 from ._math import tanh
 from ._views import borrowed
 from ._training import apply_update
@@ -51,11 +52,12 @@ def _truncated_sequence(params, layout, X, length, Y, mask, cell, hidden_size,
     traces ``traces (3, H, n_src)``, adding the truncated gradient to ``grad``.
 
     The state and traces are updated in place (zero them to start a sequence; keep
-    them to continue a stream). ``cell="lstm1997"`` (code 1) uses the paper's
-    traces (eqs. 25 and 27: ``traces[0]`` for the input gates, ``traces[1]`` for the
-    cell inputs); ``cell="lstm"`` (code 0) those of Gers et al. (2000), decayed by
-    the forget gate, for the input gate, the forget gate and the cell input
-    (``traces[0..2]``). Output gates get the immediate term only.
+    them to continue a stream). ``cell="lstm1997"`` (code 1, or 2 with Table 10's
+    squashing) uses the paper's traces (eqs. 25 and 27: ``traces[0]`` for the input
+    gates, ``traces[1]`` for the cell inputs); ``cell="lstm"`` (code 0) those of
+    Gers et al. (2000), decayed by the forget gate, for the input gate, the forget
+    gate and the cell input (``traces[0..2]``). Output gates get the immediate term
+    only.
 
     With ``step_update`` the optimizer is applied after every step that has a target
     (``grad`` then holds only that step's contribution and is cleared after each
@@ -113,6 +115,12 @@ def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
     bias = borrowed(bias)
     H = hidden_size
     lstm = cell == 0
+    # g = a_g tanh(z / 2), h = a_h tanh(s / 2): the Appendix's ranges or Table 10's
+    # (cell code 2; see _layout)
+    table10 = cell == CELL_LSTM1997_TABLE10
+    amp_h = 2.0 if table10 else 1.0
+    slope_g = 0.5 if table10 else 1.0
+    inv_sq_g = 1.0 if table10 else 0.25
     n_blocks = H // block_size
     n_rec = r_prev.shape[0]
     D = X.shape[1]
@@ -160,7 +168,7 @@ def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
                 yin = act[H + j, 0]
                 gk = act[k, 0]
                 a_in = gk * yin * (1.0 - yin)
-                a_c = (1.0 - 0.25 * gk * gk) * yin
+                a_c = slope_g * (1.0 - inv_sq_g * gk * gk) * yin
                 for m in range(n_src):
                     traces[0, k, m] += a_in * src[m]
                     traces[1, k, m] += a_c * src[m]
@@ -186,15 +194,15 @@ def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
                 for k in range(H):
                     j = k // block_size
                     hs = tanh(0.5 * c[k, 0])
-                    ds[k] = (act[H + n_blocks + j, 0] * 0.5 * (1.0 - hs * hs)
-                             * dy[k, 0])
+                    ds[k] = (act[H + n_blocks + j, 0] * (0.5 * amp_h)
+                             * (1.0 - hs * hs) * dy[k, 0])
                 for j in range(n_blocks):
                     # eqs. 21-22: output gates, immediate term only
                     yout = act[H + n_blocks + j, 0]
                     d_out = 0.0
                     for v in range(block_size):
                         k = j * block_size + v
-                        d_out += tanh(0.5 * c[k, 0]) * dy[k, 0]
+                        d_out += amp_h * tanh(0.5 * c[k, 0]) * dy[k, 0]
                     d_out *= yout * (1.0 - yout)
                     _add_row(grad, off_wih, off_whh, off_b, off_b2, D, n_rec,
                              H + n_blocks + j, d_out, src)

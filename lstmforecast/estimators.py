@@ -27,6 +27,13 @@ _SHARED_DOC = """
         ``block_size`` cells sharing an input and an output gate).
     block_size : int, default=1
         Cells per memory block (``cell="lstm1997"``).
+    squashing : {"appendix", "table10"}, default="appendix"
+        The squashing ranges of ``cell="lstm1997"``, where the paper contradicts
+        itself. ``"appendix"`` (the Appendix and the prose): cell input
+        ``g(z) = 2 tanh(z / 2)`` in [-2, 2], cell output ``h(s) = tanh(s / 2)`` in
+        [-1, 1]. ``"table10"`` (Table 10's caption): ``g(z) = tanh(z / 2)`` in
+        [-1, 1], ``h(s) = 2 tanh(s / 2)`` in [-2, 2]; with it the paper's embedded
+        Reber (Exp. 1) and distractor (Exp. 2c) settings learn much more reliably.
     gradient : {"bptt", "truncated"}, default="bptt"
         ``"bptt"``: full-gradient backpropagation through time. ``"truncated"``:
         the 1997 paper's rule (Appendix A.1): error flows back in time only through

@@ -55,7 +55,8 @@ __all__ = ["ForecastInterval", "LSTMForecaster"]
 # (every fit refits the scaling) and ``update`` (its two settings coincide with one
 # target per window; the name is the forecaster's ``update`` method).
 _REGRESSOR_PARAMS = (
-    "hidden_size", "num_layers", "cell", "block_size", "gradient", "optimizer",
+    "hidden_size", "num_layers", "cell", "block_size", "squashing", "gradient",
+    "optimizer",
     "learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon",
     "batch_size", "max_epochs", "shuffle", "early_stopping", "validation_fraction",
     "n_iter_no_change", "tol", "clip_norm", "alpha", "init_scale",
@@ -233,8 +234,8 @@ class LSTMForecaster(BaseEstimator):
         first ``window - 1`` steps only warm the state up; ``batch_size``,
         ``shuffle`` and ``early_stopping`` do not apply), and :meth:`update` costs
         one O(weights) step per new observation (see the Notes).
-    hidden_size, num_layers, cell, block_size, gradient, optimizer, learning_rate, \
-momentum, nesterov, beta_1, beta_2, epsilon, batch_size, max_epochs, shuffle, \
+    hidden_size, num_layers, cell, block_size, squashing, gradient, optimizer, \
+learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, batch_size, max_epochs, shuffle, \
 early_stopping, validation_fraction, n_iter_no_change, tol, clip_norm, alpha, \
 init_scale, input_gate_bias, output_gate_bias, hidden_bias, output_bias, dtype, \
 device, random_state, verbose
@@ -356,7 +357,8 @@ device, random_state, verbose
     def __init__(self, window=24, horizon=1, *, strategy="recursive", log=False,
                  difference=None, scaling="standard", calibration_size=0.2,
                  stateful=False, hidden_size=32, num_layers=1, cell="lstm",
-                 block_size=1, gradient="bptt", optimizer="adam", learning_rate=0.005,
+                 block_size=1, squashing="appendix", gradient="bptt",
+                 optimizer="adam", learning_rate=0.005,
                  momentum=0.9, nesterov=False, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, batch_size=32, max_epochs=100, shuffle=True,
                  early_stopping=True, validation_fraction=0.1, n_iter_no_change=10,
@@ -376,6 +378,7 @@ device, random_state, verbose
         self.num_layers = num_layers
         self.cell = cell
         self.block_size = block_size
+        self.squashing = squashing
         self.gradient = gradient
         self.optimizer = optimizer
         self.learning_rate = learning_rate

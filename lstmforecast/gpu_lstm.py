@@ -56,6 +56,7 @@ from numba.core.errors import NumbaPerformanceWarning
 from . import config
 from ._layout import (
     CELL_LSTM,
+    CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
     LOSS_SOFTMAX_XENT,
@@ -145,18 +146,21 @@ def _kernels(dtype_char):
                 rs[tn, layer, k, s] = go * math.tanh(ck)
         else:
             n_blocks = H // block_size
+            table10 = cell == CELL_LSTM1997_TABLE10
+            amp_g = DT(1.0) if table10 else DT(2.0)
+            amp_h = DT(2.0) if table10 else DT(1.0)
             for q in range(H, n_u):
                 a = sigmoid(acts[ta, layer, q, s])
                 acts[ta, layer, q, s] = a
                 rs[tn, layer, q, s] = a
             for k in range(H):
                 blk = k // block_size
-                gk = DT(2.0) * math.tanh(DT(0.5) * acts[ta, layer, k, s])
+                gk = amp_g * math.tanh(DT(0.5) * acts[ta, layer, k, s])
                 acts[ta, layer, k, s] = gk
                 ck = cs[tp, layer, k, s] + acts[ta, layer, H + blk, s] * gk
                 cs[tn, layer, k, s] = ck
                 rs[tn, layer, k, s] = (acts[ta, layer, H + n_blocks + blk, s]
-                                       * math.tanh(DT(0.5) * ck))
+                                       * (amp_h * math.tanh(DT(0.5) * ck)))
 
     @cuda.jit(device=True)
     def head_logits(w, layout, rs, tn, top, H, logits, s):
@@ -272,6 +276,11 @@ def _kernels(dtype_char):
                 dc[layer, k, s] = dck * gf
         else:
             n_blocks = H // block_size
+            table10 = cell == CELL_LSTM1997_TABLE10
+            amp_h = DT(2.0) if table10 else DT(1.0)
+            slope_g = DT(0.5) if table10 else DT(1.0)
+            slope_h = DT(1.0) if table10 else DT(0.5)
+            inv_sq_g = DT(1.0) if table10 else DT(0.25)
             for q in range(H, n_u):
                 dz[q, s] = dr[layer, q, s]
             for k in range(H):
@@ -279,12 +288,12 @@ def _kernels(dtype_char):
                 yin = acts[t, layer, H + blk, s]
                 yout = acts[t, layer, H + n_blocks + blk, s]
                 hs = math.tanh(DT(0.5) * cs[t + 1, layer, k, s])
-                dz[H + n_blocks + blk, s] += dr[layer, k, s] * hs
-                dsk = dc[layer, k, s] + (dr[layer, k, s] * yout * DT(0.5)
+                dz[H + n_blocks + blk, s] += dr[layer, k, s] * (amp_h * hs)
+                dsk = dc[layer, k, s] + (dr[layer, k, s] * yout * slope_h
                                          * (DT(1.0) - hs * hs))
                 gk = acts[t, layer, k, s]
                 dz[H + blk, s] += dsk * gk
-                dz[k, s] = dsk * yin * (DT(1.0) - DT(0.25) * gk * gk)
+                dz[k, s] = dsk * yin * slope_g * (DT(1.0) - inv_sq_g * gk * gk)
                 dc[layer, k, s] = dsk
             for q in range(H, n_u):
                 a = acts[t, layer, q, s]

@@ -14,6 +14,7 @@ import numpy as np
 from lstmforecast._layout import (
     CELL_CODES,
     CELL_LSTM,
+    CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
     LOSS_SOFTMAX_XENT,
@@ -115,27 +116,34 @@ def _lstm_step_back(w, grads, cache, dr, dc_next, hidden_size):
     return dx, dr_prev, dc_prev
 
 
-def _lstm1997_step(w, x, r_prev, s_prev, hidden_size, block_size):
+def _squashing(cell):
+    """``(a_g, a_h)``: ``g(z) = a_g tanh(z / 2)``, ``h(s) = a_h tanh(s / 2)``; the
+    Appendix's ranges [-2, 2] and [-1, 1], or Table 10's [-1, 1] and [-2, 2]."""
+    return (1.0, 2.0) if cell == CELL_LSTM1997_TABLE10 else (2.0, 1.0)
+
+
+def _lstm1997_step(w, x, r_prev, s_prev, hidden_size, block_size, squashing):
     """One 1997 step; returns ``(r, s, cache)`` with ``r = [y^c, y^in, y^out]``."""
     H = hidden_size
     nb = H // block_size
+    a_g, a_h = squashing
     z = w["w_ih"] @ x + w["w_hh"] @ r_prev + w["b_ih"]
     z_c = z[0:H]
     y_in = _sigmoid(z[H:H + nb])
     y_out = _sigmoid(z[H + nb:H + 2 * nb])
     t_g = np.tanh(z_c / 2.0)
-    g = 2.0 * t_g                            # g(z) = 2 tanh(z / 2)
+    g = a_g * t_g                            # g(z) = a_g tanh(z / 2)
     s = np.empty(H)
     y_c = np.empty(H)
-    h_s = np.empty(H)
+    t_h = np.empty(H)
     for k in range(H):
         j = k // block_size                  # block of cell k
         s[k] = s_prev[k] + y_in[j] * g[k]
-        h_s[k] = np.tanh(s[k] / 2.0)         # h(s) = tanh(s / 2)
-        y_c[k] = y_out[j] * h_s[k]
+        t_h[k] = np.tanh(s[k] / 2.0)         # h(s) = a_h tanh(s / 2)
+        y_c[k] = y_out[j] * a_h * t_h[k]
     r = np.concatenate([y_c, y_in, y_out])
     cache = {"x": x, "r_prev": r_prev, "y_in": y_in, "y_out": y_out, "t_g": t_g,
-             "g": g, "h_s": h_s}
+             "g": g, "t_h": t_h, "squashing": squashing}
     return r, s, cache
 
 
@@ -149,7 +157,8 @@ def _lstm1997_step_back(w, grads, cache, dr, ds_next, hidden_size, block_size):
     H = hidden_size
     nb = H // block_size
     y_in, y_out = cache["y_in"], cache["y_out"]
-    t_g, g, h_s = cache["t_g"], cache["g"], cache["h_s"]
+    t_g, g, t_h = cache["t_g"], cache["g"], cache["t_h"]
+    a_g, a_h = cache["squashing"]
     dy_c = dr[0:H]
     dy_in = dr[H:H + nb].copy()
     dy_out = dr[H + nb:H + 2 * nb].copy()
@@ -157,10 +166,10 @@ def _lstm1997_step_back(w, grads, cache, dr, ds_next, hidden_size, block_size):
     dz_c = np.empty(H)
     for k in range(H):
         j = k // block_size
-        dy_out[j] += dy_c[k] * h_s[k]
-        ds[k] = ds_next[k] + dy_c[k] * y_out[j] * 0.5 * (1.0 - h_s[k] ** 2)
+        dy_out[j] += dy_c[k] * a_h * t_h[k]
+        ds[k] = ds_next[k] + dy_c[k] * y_out[j] * a_h * 0.5 * (1.0 - t_h[k] ** 2)
         dy_in[j] += ds[k] * g[k]
-        dz_c[k] = ds[k] * y_in[j] * (1.0 - t_g[k] ** 2)
+        dz_c[k] = ds[k] * y_in[j] * a_g * 0.5 * (1.0 - t_g[k] ** 2)
     dz = np.concatenate([
         dz_c,
         dy_in * y_in * (1.0 - y_in),
@@ -245,7 +254,8 @@ def _forward_sequence(blocks, cell, hidden_size, num_layers, block_size, X, stat
             if cell == CELL_LSTM:
                 r, c, cache = _lstm_step(w, x, r, c, H)
             else:
-                r, c, cache = _lstm1997_step(w, x, r, c, H, block_size)
+                r, c, cache = _lstm1997_step(w, x, r, c, H, block_size,
+                                             _squashing(cell))
             layer_caches.append(cache)
             outputs.append(r[:H].copy())
         final[layer, :R] = r
@@ -348,7 +358,8 @@ def naive_forward(params, cell, input_size, hidden_size, num_layers, n_outputs,
     params : ndarray, shape (n_params,)
         Flat parameter vector in the packed layout of :mod:`lstmforecast._layout`.
     cell : int or str
-        ``CELL_LSTM`` / ``CELL_LSTM1997`` (or ``"lstm"`` / ``"lstm1997"``).
+        ``CELL_LSTM`` / ``CELL_LSTM1997`` / ``CELL_LSTM1997_TABLE10`` (or ``"lstm"``
+        / ``"lstm1997"``).
     input_size, hidden_size, num_layers, n_outputs, block_size : int
         Network sizes; ``block_size`` only matters for lstm1997.
     loss_kind : int

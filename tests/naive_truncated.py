@@ -53,17 +53,21 @@ def _f(x):
     return _sigmoid(x)
 
 
-def _g(x):
-    """Cell-input squashing, ``4 / (1 + e^-x) - 2 = 2 tanh(x / 2)`` (eq. 5)."""
-    return 2.0 * np.tanh(x / 2.0)
+def _g(x, a_g):
+    """Cell-input squashing, ``2 a_g / (1 + e^-x) - a_g = a_g tanh(x / 2)`` (eq. 5:
+    ``a_g = 2``, the Appendix's range [-2, 2]; Table 10's caption: ``a_g = 1``)."""
+    return a_g * np.tanh(x / 2.0)
 
 
-def _h(x):
-    """Cell-output squashing, ``2 / (1 + e^-x) - 1 = tanh(x / 2)`` (eq. 4)."""
-    return np.tanh(x / 2.0)
+def _h(x, a_h):
+    """Cell-output squashing, ``2 a_h / (1 + e^-x) - a_h = a_h tanh(x / 2)`` (eq. 4:
+    ``a_h = 1``, the Appendix's range [-1, 1]; Table 10's caption: ``a_h = 2``)."""
+    return a_h * np.tanh(x / 2.0)
 
 
-# f'(x) = f (1 - f);  g'(x) = 1 - (g / 2)^2;  h'(x) = 0.5 (1 - h^2)
+# f'(x) = f (1 - f);  g'(x) = (a_g / 2) (1 - (g / a_g)^2);
+# h'(x) = (a_h / 2) (1 - (h / a_h)^2)
+_AMPLITUDES = {"appendix": (2.0, 1.0), "table10": (1.0, 2.0)}
 
 
 # ----------------------------------------------------------------------------------
@@ -74,9 +78,11 @@ def _h(x):
 class _Net:
     """Sizes and views of the blocks of one single-layer lstm1997 network."""
 
-    def __init__(self, params, input_size, hidden_size, n_outputs, block_size):
+    def __init__(self, params, input_size, hidden_size, n_outputs, block_size,
+                 squashing="appendix"):
         if hidden_size % block_size:
             raise ValueError("hidden_size must be a multiple of block_size")
+        self.a_g, self.a_h = _AMPLITUDES[squashing]
         self.D = int(input_size)
         self.H = int(hidden_size)
         self.K = int(n_outputs)
@@ -114,14 +120,14 @@ def _forward_step(net, x, r_prev, s_prev):
     net_out = net_u[H + nb:H + 2 * nb]
     y_in = _f(net_in)
     y_out = _f(net_out)
-    g_c = _g(net_c)
+    g_c = _g(net_c, net.a_g)
     s = np.empty(H)
     h_s = np.empty(H)
     y_c = np.empty(H)
     for cv in range(H):
         j = net.block_of(cv)
         s[cv] = s_prev[cv] + y_in[j] * g_c[cv]          # the CEC, self-weight 1
-        h_s[cv] = _h(s[cv])
+        h_s[cv] = _h(s[cv], net.a_h)
         y_c[cv] = y_out[j] * h_s[cv]
     r = np.concatenate([y_c, y_in, y_out])
     return {"source": source, "y_in": y_in, "y_out": y_out, "g_c": g_c, "s": s,
@@ -135,7 +141,7 @@ def _update_traces(net, step, dS_in, dS_c):
     for cv in range(net.H):
         j = net.block_of(cv)
         f_prime_in = y_in[j] * (1.0 - y_in[j])
-        g_prime = 1.0 - (g_c[cv] / 2.0) ** 2
+        g_prime = net.a_g / 2.0 * (1.0 - (g_c[cv] / net.a_g) ** 2)
         dS_in[cv] += g_c[cv] * f_prime_in * src
         dS_c[cv] += g_prime * y_in[j] * src
 
@@ -176,7 +182,8 @@ def _target_step_grad(net, grads, step, dS_in, dS_c, delta):
     # Internal-state errors (eq. 23), then input gates (eq. 26) and cells (eq. 28).
     for cv in range(H):
         j = net.block_of(cv)
-        ds = y_out[j] * 0.5 * (1.0 - h_s[cv] ** 2) * dy_c[cv]
+        h_prime = net.a_h / 2.0 * (1.0 - (h_s[cv] / net.a_h) ** 2)
+        ds = y_out[j] * h_prime * dy_c[cv]
         _add_to_row(grads, net.in_unit(j), ds * dS_in[cv], net)
         _add_to_row(grads, cv, ds * dS_c[cv], net)
 
@@ -196,7 +203,7 @@ def _as_sequence(net, X, Y, M):
 
 
 def naive_truncated_loss_grad(params, input_size, hidden_size, n_outputs, block_size,
-                              loss_kind, X_list, Y_list, M_list):
+                              loss_kind, X_list, Y_list, M_list, squashing="appendix"):
     """Mask-weighted mean loss and the paper's truncated gradient (batch form).
 
     Parameters
@@ -209,6 +216,8 @@ def naive_truncated_loss_grad(params, input_size, hidden_size, n_outputs, block_
         One of the ``LOSS_*`` codes of :mod:`lstmforecast._layout`.
     X_list, Y_list, M_list : lists of ndarray, shapes (T_i, D), (T_i, K), (T_i,)
         Sequences (state and traces start at zero for each), targets, mask weights.
+    squashing : {"appendix", "table10"}, default="appendix"
+        The ranges of g and h (see :func:`_g` and :func:`_h`).
 
     Returns
     -------
@@ -220,7 +229,7 @@ def naive_truncated_loss_grad(params, input_size, hidden_size, n_outputs, block_
     """
     _check_loss_kind(loss_kind)
     params = np.asarray(params, dtype=np.float64)
-    net = _Net(params, input_size, hidden_size, n_outputs, block_size)
+    net = _Net(params, input_size, hidden_size, n_outputs, block_size, squashing)
     grad = np.zeros_like(params)
     grads = unpack(grad, CELL_LSTM1997, net.D, net.H, 1, net.K, net.S)
     if not (len(X_list) == len(Y_list) == len(M_list)):
@@ -251,7 +260,7 @@ def naive_truncated_loss_grad(params, input_size, hidden_size, n_outputs, block_
 
 
 def naive_truncated_online(params, input_size, hidden_size, n_outputs, block_size,
-                           loss_kind, X, Y, M, learning_rate):
+                           loss_kind, X, Y, M, learning_rate, squashing="appendix"):
     """One sequence of on-line truncated learning, SGD after every target step.
 
     At each step t with ``M[t] > 0`` the weights become
@@ -267,7 +276,7 @@ def naive_truncated_online(params, input_size, hidden_size, n_outputs, block_siz
     """
     _check_loss_kind(loss_kind)
     params = np.array(params, dtype=np.float64)       # a private copy we update
-    net = _Net(params, input_size, hidden_size, n_outputs, block_size)
+    net = _Net(params, input_size, hidden_size, n_outputs, block_size, squashing)
     X, Y, M = _as_sequence(net, X, Y, M)
     W, b = net.blocks["head.weight"], net.blocks["head.bias"]   # views of params
 

@@ -288,6 +288,10 @@ BAD_INPUT_CASES = {
     "block_size_not_dividing_hidden": _param_case(
         "multiple", cell="lstm1997", hidden_size=4, block_size=3),
     "block_size_with_lstm": _param_case("block_size", cell="lstm", block_size=2),
+    "squashing_unknown": _param_case("squashing", cell="lstm1997",
+                                     squashing="logistic"),
+    "squashing_table10_with_lstm": _param_case("squashing", cell="lstm",
+                                               squashing="table10"),
     "clip_norm_0": _param_case("clip_norm", clip_norm=0.0),
     "alpha_negative": _param_case("alpha", alpha=-1.0),
     "output_bad": _param_case("output", output="all"),
@@ -629,6 +633,27 @@ def test_native_layout_for_lstm1997():
     pred = est.predict(X)
     est.set_weights(weights, layout="native")
     assert np.array_equal(est.predict(X), pred)
+
+
+def test_squashing_table10_runs_table_10s_cell():
+    """``squashing="table10"`` reaches the kernels: predictions are the NumPy
+    oracle's 1997 cell with g in [-1, 1] and h in [-2, 2], not the Appendix's."""
+    try:
+        from naive import naive_forward
+    except ImportError:  # tests/ imported as a package
+        from tests.naive import naive_forward
+    from lstmforecast._layout import CELL_LSTM1997, CELL_LSTM1997_TABLE10, LOSS_SQUARED
+    X, y = _cube(23, n=8, T=6, D=2)
+    est = _reg(cell="lstm1997", hidden_size=4, block_size=2, squashing="table10",
+               dtype="float64", init_scale=1.0).fit(X, y)
+    assert est._net["squashing"] == "table10"
+    sizes = (2, 4, 1, 1, 2, LOSS_SQUARED, list(X))
+    table10 = [o[-1, 0] for o in naive_forward(est.params_, CELL_LSTM1997_TABLE10,
+                                                *sizes)[0]]
+    appendix = [o[-1, 0] for o in naive_forward(est.params_, CELL_LSTM1997,
+                                                 *sizes)[0]]
+    assert_allclose(est.predict(X), table10, rtol=1e-10, atol=1e-12)
+    assert np.abs(np.subtract(table10, appendix)).max() > 1e-3
 
 
 def _bad_weights(weights, kind):

@@ -463,6 +463,23 @@ def test_get_params_set_params_and_clone():
     assert not hasattr(model, "regressor_")
 
 
+def test_squashing_reaches_the_network_and_the_stream():
+    """``squashing`` is passed on to the regressor, and the stateful stream (which
+    calls the truncated kernels itself) runs Table 10's cell with it."""
+    y = _sine(120, seed=5)
+    kwargs = dict(cell="lstm1997", hidden_size=4, block_size=2, max_epochs=3,
+                  init_scale=1.0)
+    forecasts = {}
+    for squashing in ("appendix", "table10"):
+        model = _stateful(squashing=squashing, **kwargs).fit(y[:100])
+        assert model.regressor_.squashing == squashing
+        assert model.regressor_._net["squashing"] == squashing
+        model.update(y[100:110], learn=True)
+        forecasts[squashing] = model.predict()
+        assert np.all(np.isfinite(forecasts[squashing]))
+    assert not np.allclose(forecasts["appendix"], forecasts["table10"])
+
+
 def test_init_only_assigns():
     model = LSTMForecaster(window=-3, strategy="nonsense", horizon=0)
     assert model.window == -3  # validated in fit, not in __init__

@@ -36,6 +36,7 @@ from lstmforecast._kernels import forward, loss_grad
 from lstmforecast._layout import (
     CELL_LSTM,
     CELL_LSTM1997,
+    CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
     LOSS_SOFTMAX_XENT,
@@ -60,8 +61,9 @@ LOSS_KINDS = [LOSS_SQUARED, LOSS_SIGMOID_SQUARED, LOSS_SOFTMAX_XENT,
 LOSS_NAMES = {LOSS_SQUARED: "sq", LOSS_SIGMOID_SQUARED: "sigsq",
               LOSS_SOFTMAX_XENT: "softmax", LOSS_LOGISTIC_XENT: "logistic"}
 # (cell, hidden_size, block_size)
-CELLS = [(CELL_LSTM, 3, 1), (CELL_LSTM1997, 3, 1), (CELL_LSTM1997, 4, 2)]
-CELL_IDS = ["lstm-H3", "lstm1997-H3-S1", "lstm1997-H4-S2"]
+CELLS = [(CELL_LSTM, 3, 1), (CELL_LSTM1997, 3, 1), (CELL_LSTM1997, 4, 2),
+         (CELL_LSTM1997_TABLE10, 4, 2)]
+CELL_IDS = ["lstm-H3", "lstm1997-H3-S1", "lstm1997-H4-S2", "lstm1997table10-H4-S2"]
 TOL = {np.float64: dict(rtol=1e-6, atol=1e-6), np.float32: dict(rtol=1e-4, atol=1e-4)}
 LENGTHS = (5, 1, 3, 6, 4, 2, 6)   # 7 sequences: 2 blocks of 4 threads
 
@@ -105,7 +107,7 @@ class Problem:
             self.mask[b, :length] = m
         R = recurrent_size(cell, hidden_size, block_size)
         state0 = rng.normal(scale=0.5, size=(N, num_layers, R + hidden_size))
-        if cell == CELL_LSTM1997:                  # gate activations in (0, 1)
+        if cell != CELL_LSTM:                      # gate activations in (0, 1)
             state0[:, :, hidden_size:R] = rng.uniform(size=(N, num_layers,
                                                             R - hidden_size))
         self.state0 = state0.astype(dtype)

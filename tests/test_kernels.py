@@ -32,6 +32,7 @@ from lstmforecast._kernels import forward, loss_grad
 from lstmforecast._layout import (
     CELL_LSTM,
     CELL_LSTM1997,
+    CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
     LOSS_SOFTMAX_XENT,
@@ -61,13 +62,16 @@ LOSS_KINDS = [LOSS_SQUARED, LOSS_SIGMOID_SQUARED, LOSS_SOFTMAX_XENT, LOSS_LOGIST
 LOSS_NAMES = {LOSS_SQUARED: "sq", LOSS_SIGMOID_SQUARED: "sigsq",
               LOSS_SOFTMAX_XENT: "softmax", LOSS_LOGISTIC_XENT: "logistic"}
 
-# (cell, hidden_size, block_size)
-CELLS = [(CELL_LSTM, 3, 1), (CELL_LSTM1997, 3, 1), (CELL_LSTM1997, 4, 2)]
+# (cell, hidden_size, block_size); CELL_LSTM1997_TABLE10 is the 1997 cell with
+# Table 10's squashing ranges
+CELLS = [(CELL_LSTM, 3, 1), (CELL_LSTM1997, 3, 1), (CELL_LSTM1997, 4, 2),
+         (CELL_LSTM1997_TABLE10, 4, 2)]
+CELL_NAMES = {CELL_LSTM: "lstm", CELL_LSTM1997: "lstm1997",
+              CELL_LSTM1997_TABLE10: "lstm1997table10"}
 
 
 def _cell_id(cell, hidden_size, block_size):
-    name = "lstm" if cell == CELL_LSTM else "lstm1997"
-    return f"{name}-H{hidden_size}-S{block_size}"
+    return f"{CELL_NAMES[cell]}-H{hidden_size}-S{block_size}"
 
 
 # ----------------------------------------------------------------------------------
@@ -103,7 +107,7 @@ class Problem:
         S = state_size(cell, hidden_size, block_size)
         R = recurrent_size(cell, hidden_size, block_size)
         state0 = rng.normal(scale=0.5, size=(len(lengths), num_layers, S))
-        if cell == CELL_LSTM1997:                  # gate activations live in (0, 1)
+        if cell != CELL_LSTM:                      # gate activations live in (0, 1)
             state0[:, :, hidden_size:R] = rng.uniform(size=(len(lengths), num_layers,
                                                             R - hidden_size))
         self.state0 = state0
@@ -287,15 +291,16 @@ FD_SHAPES = {"T6-B3-H3": ((4, 1, 6), 3), "T8-B2-H4": ((8, 5), 4)}
 FD_CASES = [(cell, L, shape, k)
             for cell in (CELL_LSTM, CELL_LSTM1997) for L in (1, 2)
             for shape in FD_SHAPES for k in LOSS_KINDS]
+FD_CASES += [(CELL_LSTM1997_TABLE10, L, "T8-B2-H4", k) for L in (1, 2)
+             for k in (LOSS_SQUARED, LOSS_SIGMOID_SQUARED)]
 
 
 @pytest.mark.parametrize(
     "cell, num_layers, shape, loss_kind", FD_CASES,
-    ids=[f"{'lstm' if c == CELL_LSTM else 'lstm1997'}-L{L}-{s}-{LOSS_NAMES[k]}"
-         for c, L, s, k in FD_CASES])
+    ids=[f"{CELL_NAMES[c]}-L{L}-{s}-{LOSS_NAMES[k]}" for c, L, s, k in FD_CASES])
 def test_grad_matches_finite_differences(cell, num_layers, shape, loss_kind):
     lengths, hidden_size = FD_SHAPES[shape]
-    block_size = 2 if (cell == CELL_LSTM1997 and hidden_size % 2 == 0) else 1
+    block_size = 2 if (cell != CELL_LSTM and hidden_size % 2 == 0) else 1
     prob = Problem(31, cell, 2, hidden_size, num_layers, 3, block_size, loss_kind,
                    lengths)
     _, grad = prob.kernel_loss_grad()

@@ -14,6 +14,7 @@ import pytest
 from lstmforecast._layout import (
     CELL_LSTM,
     CELL_LSTM1997,
+    CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
     LOSS_SOFTMAX_XENT,
@@ -64,7 +65,7 @@ def _problem(seed, cell, input_size, hidden_size, num_layers, n_outputs, block_s
     shape = (len(lengths), num_layers, state_size(cell, hidden_size, block_size))
     state0 = rng.normal(scale=0.5, size=shape)
     R = recurrent_size(cell, hidden_size, block_size)
-    if cell == CELL_LSTM1997:                  # gate activations live in (0, 1)
+    if cell != CELL_LSTM:                      # gate activations live in (0, 1)
         state0[:, :, hidden_size:R] = rng.uniform(size=shape[:2] + (R - hidden_size,))
     return params, X_list, Y_list, M_list, state0
 
@@ -87,13 +88,16 @@ GRAD_CASES = (
     [(CELL_LSTM, 4, 1, L, k) for L in (1, 2) for k in LOSS_KINDS]
     + [(CELL_LSTM1997, H, S, L, k)
        for H, S in ((3, 1), (4, 2)) for L in (1, 2) for k in LOSS_KINDS]
+    + [(CELL_LSTM1997_TABLE10, 4, 2, L, k) for L in (1, 2)
+       for k in (LOSS_SQUARED, LOSS_SIGMOID_SQUARED)]
 )
+CELL_NAMES = {CELL_LSTM: "lstm", CELL_LSTM1997: "lstm1997",
+              CELL_LSTM1997_TABLE10: "lstm1997table10"}
 
 
 @pytest.mark.parametrize(
     "cell, hidden_size, block_size, num_layers, loss_kind", GRAD_CASES,
-    ids=[f"{'lstm' if c == CELL_LSTM else 'lstm1997'}-H{H}-S{S}-L{L}-loss{k}"
-         for c, H, S, L, k in GRAD_CASES])
+    ids=[f"{CELL_NAMES[c]}-H{H}-S{S}-L{L}-loss{k}" for c, H, S, L, k in GRAD_CASES])
 def test_grad_matches_finite_differences(cell, hidden_size, block_size, num_layers,
                                          loss_kind):
     input_size, n_outputs = 2, 3

@@ -20,6 +20,7 @@ import pytest
 
 from lstmforecast._layout import (
     CELL_LSTM1997,
+    CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
     LOSS_SOFTMAX_XENT,
@@ -183,6 +184,34 @@ def test_zero_recurrent_weights_truncation_is_exact(block_size, loss_kind):
         p_minus[i] -= eps
         fd = (_loss_of(p_plus, block_size, loss_kind, X_list, Y_list, M_list)
               - _loss_of(p_minus, block_size, loss_kind, X_list, Y_list, M_list))
+        assert g_tr[i] == pytest.approx(fd / (2 * eps), rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("loss_kind", [LOSS_SQUARED, LOSS_SIGMOID_SQUARED])
+def test_table10_squashing_zero_recurrent_weights_truncation_is_exact(loss_kind):
+    """Table 10's squashing (g in [-1, 1], h in [-2, 2]): with ``W_hh = 0`` the
+    truncated oracle equals the full one for that cell and finite differences."""
+    # (large weights: for small activations the two readings nearly agree, as
+    # a_g * a_h = 2 in both)
+    params, X_list, Y_list, M_list = _problem(4, 2, loss_kind, zero_hh=True,
+                                              scale=2.0)
+    g_tr = naive_truncated_loss_grad(params, D, H, K, 2, loss_kind, X_list, Y_list,
+                                     M_list, squashing="table10")[1]
+    g_full = naive_loss_grad(params, CELL_LSTM1997_TABLE10, D, H, 1, K, 2, loss_kind,
+                             X_list, Y_list, M_list)[1]
+    g_appendix = _trunc(params, 2, loss_kind, X_list, Y_list, M_list)[1]
+    np.testing.assert_allclose(g_tr, g_full, rtol=1e-10, atol=ATOL)
+    # the reading matters
+    assert np.linalg.norm(g_tr - g_appendix) > 0.2 * np.linalg.norm(g_tr)
+    eps = 1e-6
+    for i in range(params.size):
+        p_plus, p_minus = params.copy(), params.copy()
+        p_plus[i] += eps
+        p_minus[i] -= eps
+        fd = (naive_loss(p_plus, CELL_LSTM1997_TABLE10, D, H, 1, K, 2, loss_kind,
+                         X_list, Y_list, M_list)
+              - naive_loss(p_minus, CELL_LSTM1997_TABLE10, D, H, 1, K, 2, loss_kind,
+                           X_list, Y_list, M_list))
         assert g_tr[i] == pytest.approx(fd / (2 * eps), rel=1e-5, abs=1e-8)
 
 

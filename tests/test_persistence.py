@@ -142,6 +142,14 @@ def _case_reg_truncated_sigmoid():
     return est.fit(X, 1 / (1 + np.exp(-y))), X
 
 
+def _case_reg_truncated_table10():
+    X, y = _cube(16)
+    est = _reg(cell="lstm1997", hidden_size=4, block_size=2, squashing="table10",
+               gradient="truncated", batch_size=1, update="step", max_epochs=1,
+               dtype="float64")
+    return est.fit(X, y), X
+
+
 def _case_reg_early_stopping():
     X, y = _table(7, n=20)
     est = _reg(early_stopping=True, validation_fraction=0.25, max_epochs=3)
@@ -214,6 +222,7 @@ ROUND_TRIP_CASES = {
     "reg_sequence_ragged_float64": _case_reg_sequence_ragged_f64,
     "reg_dataframe": _case_reg_dataframe,
     "reg_truncated_sigmoid": _case_reg_truncated_sigmoid,
+    "reg_truncated_table10": _case_reg_truncated_table10,
     "reg_early_stopping": _case_reg_early_stopping,
     "clf_binary_str": _case_clf_binary_str,
     "clf_binary_int": _case_clf_binary_int,
@@ -249,7 +258,7 @@ def test_round_trip_covers_both_dtypes_cells_outputs_and_label_kinds():
     assert {e._net["output"] for e in fitted} == {"last", "sequence"}
 
 
-CONTINUE_CASES = ["reg_table_float32", "reg_truncated_sigmoid",
+CONTINUE_CASES = ["reg_table_float32", "reg_truncated_sigmoid", "reg_truncated_table10",
                   "clf_multiclass_str_object", "clf_sequence_str"]
 
 
@@ -674,6 +683,11 @@ MALFORMED = {
     "hidden_size_changed": (_tamper("reg", _set(["fitted", "_net", "hidden_size"],
                                                 4)), "network needs"),
     "unknown_cell": (_tamper("reg", _set(["fitted", "_net", "cell"], "gru")), "cell"),
+    "unknown_squashing": (_tamper("reg", _set(["fitted", "_net", "squashing"],
+                                              "relu")), "squashing"),
+    "table10_squashing_on_lstm_cell": (
+        _tamper("reg", _set(["fitted", "_net", "squashing"], "table10")),
+        "applies to cell='lstm1997'"),
     "feature_names_wrong_length": (
         _tamper("reg", _set(["fitted", "feature_names_in_"], ["a", "b"])),
         "feature names"),
@@ -711,7 +725,7 @@ MALFORMED = {
     "numeric_classes_unsorted": (
         _tamper("clf_int", _arr("classes_", lambda a: a[::-1].copy())), "sorted"),
 }
-N_MALFORMED = 62
+N_MALFORMED = 64
 
 
 def test_malformed_matrix_is_counted():
@@ -745,6 +759,26 @@ def test_malformed_file_is_rejected_without_side_effects(case, good_files, tmp_p
     assert _snapshot(tmp_path) == before, "load wrote files"
     assert _snapshot(good_files["reg"].parent) == good_before
     assert "cannot load" in str(info.value)
+
+
+def test_file_from_before_the_squashing_parameter_loads_as_appendix(tmp_path):
+    """Files written before ``squashing`` existed lack it in the parameters and
+    in ``_net``: they load with the Appendix's reading and keep training."""
+    est, X = _case_reg_cube_lstm1997_f64_multi()
+    est.save(tmp_path / "new.npz")
+
+    def drop_squashing(header, arrays):
+        del header["params"]["squashing"]
+        del header["fitted"]["_net"]["squashing"]
+
+    old = _tamper("new", drop_squashing)({"new": tmp_path / "new.npz"},
+                                         tmp_path / "old.npz")
+    with np.load(old, allow_pickle=False) as z:
+        assert b"squashing" not in z["header"].tobytes()
+    loaded = load(old)
+    assert loaded.squashing == "appendix" and loaded._net == est._net
+    _assert_same_predictions(est, loaded, X)
+    loaded.partial_fit(X, est.predict(X))
 
 
 def test_missing_path_is_file_not_found(tmp_path):
