@@ -23,6 +23,10 @@ from ._truncated import train_truncated
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
+# The net input of an output gate held open (output_gate=False): in float64
+# sigmoid(40) is exactly 1.0 and its slope 1 - 1 = 0.
+_OPEN_GATE_BIAS = 40.0
+
 # Target duration of one jitted training call: short enough for Ctrl-C and progress
 # to respond, long enough that Python overhead does not count.
 _SECONDS_PER_CALL = 0.25
@@ -82,6 +86,9 @@ class BaseLSTM(BaseEstimator):
         "forget_gate_bias": [None, numbers.Real],
         "hidden_bias": [StrOptions({"all", "gates", "none"})],
         "output_bias": ["boolean"],
+        "input_to_output": ["boolean"],
+        "output_gate": ["boolean"],
+        "recurrent_weights": ["boolean"],
         "optimizer": [StrOptions(set(OPTIMIZER_CODES))],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "momentum": [Interval(numbers.Real, 0, 1, closed="left")],
@@ -116,8 +123,8 @@ class BaseLSTM(BaseEstimator):
                  tol=1e-4, clip_norm=None, alpha=0.0, output="last",
                  output_activation="auto", init_scale=None, input_gate_bias=None,
                  output_gate_bias=None, forget_gate_bias=None, hidden_bias="all",
-                 output_bias=True,
-                 dtype="float32",
+                 output_bias=True, input_to_output=False, output_gate=True,
+                 recurrent_weights=True, dtype="float32",
                  device="cpu", random_state=None, verbose=0, warm_start=False):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -150,6 +157,9 @@ class BaseLSTM(BaseEstimator):
         self.forget_gate_bias = forget_gate_bias
         self.hidden_bias = hidden_bias
         self.output_bias = output_bias
+        self.input_to_output = input_to_output
+        self.output_gate = output_gate
+        self.recurrent_weights = recurrent_weights
         self.dtype = dtype
         self.device = device
         self.random_state = random_state
@@ -177,6 +187,10 @@ class BaseLSTM(BaseEstimator):
                     raise ValueError(f"{name} applies to cell='lstm1997' only")
             if self.hidden_bias == "gates":
                 raise ValueError("hidden_bias='gates' applies to cell='lstm1997' only")
+            if not self.output_gate:
+                raise ValueError("output_gate=False applies to cell='lstm1997' only")
+        if not self.output_gate and self.output_gate_bias is not None:
+            raise ValueError("output_gate_bias needs output_gate=True")
         if self.gradient == "truncated" and self.num_layers != 1:
             raise ValueError(
                 "gradient='truncated' (the 1997 rule) needs num_layers=1: error "
@@ -220,6 +234,7 @@ class BaseLSTM(BaseEstimator):
         return {"cell": self.cell, "squashing": self.squashing,
                 "hidden_size": self.hidden_size,
                 "block_size": self.block_size, "num_layers": self.num_layers,
+                "input_to_output": self.input_to_output,
                 "output": self.output, "dtype": self.dtype,
                 "output_activation": self.output_activation}
 
@@ -234,7 +249,8 @@ class BaseLSTM(BaseEstimator):
     def _unpack_args(self):
         net = self._net
         return (_layout.CELL_CODES[net["cell"]], self.input_size_, net["hidden_size"],
-                net["num_layers"], self.n_outputs_, net["block_size"])
+                net["num_layers"], self.n_outputs_, net["block_size"],
+                net.get("input_to_output", False))
 
     def _no_state(self):
         """A zero-length initial-state array: every sequence starts from zeros."""
@@ -246,14 +262,14 @@ class BaseLSTM(BaseEstimator):
         cell = _layout.CELL_CODES[self.cell]
         self._layout, n_params = _layout.make_layout(
             cell, self.input_size_, self.hidden_size, self.num_layers, n_outputs,
-            self.block_size)
+            self.block_size, self.input_to_output)
         scale = (self.init_scale if self.init_scale is not None
                  else 1.0 / np.sqrt(self.hidden_size))
         params = rng.uniform(-scale, scale, n_params)
         l2_mask = np.zeros(n_params)
         train_mask = np.ones(n_params)
         args = (cell, self.input_size_, self.hidden_size, self.num_layers, n_outputs,
-                self.block_size)
+                self.block_size, self.input_to_output)
         blocks = _layout.unpack(params, *args)
         for name, block in _layout.unpack(l2_mask, *args).items():
             if "weight" in name:
@@ -286,6 +302,22 @@ class BaseLSTM(BaseEstimator):
         if not self.output_bias:
             blocks["head.bias"][...] = 0.0
             trainable["head.bias"][...] = 0.0
+        for layer in range(self.num_layers):
+            w_ih, w_hh = f"weight_ih_l{layer}", f"weight_hh_l{layer}"
+            if not self.recurrent_weights:
+                blocks[w_hh][...] = 0.0
+                trainable[w_hh][...] = 0.0
+            if not self.output_gate:
+                # A gate held open, no weights in or out, none trained: its
+                # activation sigmoid(40) is 1.0 exactly in float64 (float32's fast
+                # sigmoid comes within one rounding of it).
+                gates = slice(H + n_blocks, H + 2 * n_blocks)
+                for name in (w_ih, w_hh, f"bias_ih_l{layer}"):
+                    blocks[name][gates] = 0.0
+                    trainable[name][gates] = 0.0
+                blocks[f"bias_ih_l{layer}"][gates] = _OPEN_GATE_BIAS
+                blocks[w_hh][:, gates] = 0.0
+                trainable[w_hh][:, gates] = 0.0
         self.params_ = params.astype(self._np_dtype)
         self.n_outputs_ = n_outputs
         self._l2_mask = l2_mask.astype(self._np_dtype)

@@ -26,6 +26,7 @@ from ._math import flush, flush_floor, like, muladd, sigmoid, tanh
 from ._views import borrowed
 from ._layout import (
     CELL_LSTM,
+    CELL_LSTM1997_EXP2,
     CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
@@ -98,6 +99,21 @@ def _mm_set(A, B, C):
             b_row = B[p]
             for j in range(n):
                 row[j] = muladd(a, b_row[j], row[j])
+
+
+@njit(**_JIT)
+def _mm_add(A, B, C):
+    """``C += A @ B`` for ``A (m, k)``, ``B (k, n)`` (lanes ``n`` innermost)."""
+    m, k = A.shape
+    n = B.shape[1]
+    if n > 1 and m * k * n >= _BLAS_MIN_WORK:
+        C += np.dot(A, B)
+        return
+    for i in range(m):
+        for p in range(k):
+            a = A[i, p]
+            for j in range(n):
+                C[i, j] += a * B[p, j]
 
 
 @njit(**_JIT)
@@ -305,6 +321,21 @@ def _stacked_preact(w_cat, stack, x, r_prev, act):
 
 
 @njit(**_JIT)
+def _squashing(cell):
+    """The 1997 cell's squashing functions for a cell code (see _layout):
+    ``g(z) = amp_g tanh(z / 2) + off_g`` with ``g' = slope_g (1 - inv_sq_g
+    (g - off_g)^2)``, and ``h(s) = amp_h tanh(s / 2)`` with ``h' = slope_h (1 -
+    tanh(s / 2)^2)``, or ``h(s) = s`` where ``h_identity``. Returns
+    ``(amp_g, off_g, slope_g, inv_sq_g, amp_h, slope_h, h_identity)``; where a
+    constant is 1 or 0 it leaves a value bit for bit."""
+    if cell == CELL_LSTM1997_TABLE10:    # Table 10: g in [-1, 1], h in [-2, 2]
+        return 1.0, 0.0, 0.5, 1.0, 2.0, 1.0, False
+    if cell == CELL_LSTM1997_EXP2:       # Exps. 2a/2b: g logistic, h identity
+        return 0.5, 0.5, 0.25, 4.0, 1.0, 1.0, True
+    return 2.0, 0.0, 1.0, 0.25, 1.0, 0.5, False   # the Appendix
+
+
+@njit(**_JIT)
 def _layer_gates(cell, hidden_size, block_size, r_prev, c_prev, active, act, c, r):
     """One step of one layer for a chunk of lanes, after :func:`_layer_preact` or
     :func:`_stacked_preact`: the gates (``act (U, n)``, activated in place), cell
@@ -346,11 +377,10 @@ def _layer_gates(cell, hidden_size, block_size, r_prev, c_prev, active, act, c, 
     else:
         n_blocks = H // block_size
         half = like(0.5, act)
-        # g = a_g tanh(z / 2), h = a_h tanh(s / 2): the Appendix's ranges, or
-        # Table 10's (see _layout); multiplying by 1.0 leaves values bit for bit
-        table10 = cell == CELL_LSTM1997_TABLE10
-        amp_g = like(1.0 if table10 else 2.0, act)
-        amp_h = like(2.0 if table10 else 1.0, act)
+        amp_g, off_g, _, _, amp_h, _, h_identity = _squashing(cell)
+        amp_g = like(amp_g, act)
+        off_g = like(off_g, act)
+        amp_h = like(amp_h, act)
         gates = flat[H * n:]
         for i in range(gates.shape[0]):
             gates[i] = sigmoid(gates[i])
@@ -361,7 +391,7 @@ def _layer_gates(cell, hidden_size, block_size, r_prev, c_prev, active, act, c, 
                 r_row[j] = a_row[j]
         cell_inputs = flat[:H * n]
         for i in range(cell_inputs.shape[0]):
-            cell_inputs[i] = amp_g * tanh(half * cell_inputs[i])
+            cell_inputs[i] = amp_g * tanh(half * cell_inputs[i]) + off_g
         for k in range(H):
             blk = k // block_size
             gk = act[k]
@@ -370,10 +400,16 @@ def _layer_gates(cell, hidden_size, block_size, r_prev, c_prev, active, act, c, 
             cp = c_prev[k]
             ck_row = c[k]
             r_row = r[k]
-            for j in range(n):
-                ck = cp[j] + y_in[j] * gk[j]
-                ck_row[j] = ck
-                r_row[j] = y_out[j] * (amp_h * tanh(half * ck))
+            if h_identity:
+                for j in range(n):
+                    ck = cp[j] + y_in[j] * gk[j]
+                    ck_row[j] = ck
+                    r_row[j] = y_out[j] * ck
+            else:
+                for j in range(n):
+                    ck = cp[j] + y_in[j] * gk[j]
+                    ck_row[j] = ck
+                    r_row[j] = y_out[j] * (amp_h * tanh(half * ck))
     for j in range(n):
         if active[j] == 0:
             for k in range(H):
@@ -429,12 +465,12 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, r_prev
     else:
         n_blocks = H // block_size
         half = like(0.5, act)
-        # g' = (a_g / 2)(1 - (g / a_g)^2) and h' = (a_h / 2)(1 - tanh(s / 2)^2)
-        table10 = cell == CELL_LSTM1997_TABLE10
-        amp_h = like(2.0 if table10 else 1.0, act)
-        slope_g = like(0.5 if table10 else 1.0, act)
-        slope_h = like(1.0 if table10 else 0.5, act)
-        inv_sq_g = like(1.0 if table10 else 0.25, act)
+        _, off_g, slope_g, inv_sq_g, amp_h, slope_h, h_identity = _squashing(cell)
+        off_g = like(off_g, act)
+        slope_g = like(slope_g, act)
+        inv_sq_g = like(inv_sq_g, act)
+        amp_h = like(amp_h, act)
+        slope_h = like(slope_h, act)
         for q in range(H, n_units):
             d_row = dz[q]
             dr_row = dr[q]
@@ -451,14 +487,20 @@ def _layer_backward(params, layout, layer, cell, hidden_size, block_size, r_prev
             dz_k = dz[k]
             dz_in = dz[H + blk]
             dz_out = dz[H + n_blocks + blk]
-            for j in range(n):
-                hs = tanh(half * ck[j])
-                dz_out[j] += dh[j] * (amp_h * hs)
-                dsk[j] = dsk[j] + dh[j] * y_out[j] * slope_h * (one - hs * hs)
+            if h_identity:
+                for j in range(n):
+                    dz_out[j] += dh[j] * ck[j]
+                    dsk[j] = dsk[j] + dh[j] * y_out[j]
+            else:
+                for j in range(n):
+                    hs = tanh(half * ck[j])
+                    dz_out[j] += dh[j] * (amp_h * hs)
+                    dsk[j] = dsk[j] + dh[j] * y_out[j] * slope_h * (one - hs * hs)
             for j in range(n):
                 dz_in[j] += dsk[j] * gk[j]
+                g0 = gk[j] - off_g
                 dz_k[j] = flush(dsk[j] * y_in[j] * slope_g
-                                * (one - inv_sq_g * gk[j] * gk[j]), floor)
+                                * (one - inv_sq_g * g0 * g0), floor)
             for j in range(n):
                 dsk[j] = flush(dsk[j], floor)
         for q in range(H, n_units):
@@ -533,14 +575,21 @@ def _add_weight_grads(layout, layer, din, n_rec, dz_all, inputs_all, grad):
 
 
 @njit(**_JIT)
-def _head(params, layout, h, logits):
-    """``logits (K, n) = head.weight @ h + head.bias``."""
+def _head(params, layout, h, x, logits):
+    """``logits (K, n) = head.weight @ h + head.bias``, plus
+    ``head.weight_input @ x`` when the head also sees the network's input ``x``
+    (``layout[-1, 4] > 0``)."""
     n_layers = layout.shape[0] - 1
     off_w = layout[n_layers, 0]
     off_b = layout[n_layers, 1]
+    d_in = layout[n_layers, 4]
     n_out, n = logits.shape
     H = h.shape[0]
     _mm_set(params[off_w:off_w + n_out * H].reshape((n_out, H)), h, logits)
+    if d_in > 0:
+        off_wx = off_b + n_out
+        _mm_add(params[off_wx:off_wx + n_out * d_in].reshape((n_out, d_in)), x,
+                logits)
     for k in range(n_out):
         b = params[off_b + k]
         for j in range(n):
@@ -570,14 +619,16 @@ def _activate(loss_kind, logits):
 
 
 @njit(**_JIT)
-def _head_loss_grad(params, layout, loss_kind, h, target, weight, logits, grad, dh):
+def _head_loss_grad(params, layout, loss_kind, h, x, target, weight, logits, grad,
+                    dh):
     """Weighted loss of one step for a chunk; head gradients into ``grad``.
 
-    ``target (K, n)``, ``weight (n,)``; ``dh (H, n)`` is overwritten with the
-    gradient with respect to ``h``. ``logits (K, n)`` is scratch. Returns the summed
-    weighted loss.
+    ``h (H, n)`` is the top layer's output and ``x (D, n)`` the network's input at
+    the step (used when the head sees it); ``target (K, n)``, ``weight (n,)``;
+    ``dh (H, n)`` is overwritten with the gradient with respect to ``h``.
+    ``logits (K, n)`` is scratch. Returns the summed weighted loss.
     """
-    _head(params, layout, h, logits)
+    _head(params, layout, h, x, logits)
     n_out, n = logits.shape
     loss = 0.0
     for j in range(n):
@@ -628,6 +679,10 @@ def _head_loss_grad(params, layout, loss_kind, h, target, weight, logits, grad, 
             s += logits[k, j]
         grad[off_b + k] += s
     _mm_nt(logits, h, grad[off_w:off_w + n_out * H].reshape((n_out, H)))
+    d_in = layout[n_layers, 4]
+    if d_in > 0:
+        off_wx = off_b + n_out
+        _mm_nt(logits, x, grad[off_wx:off_wx + n_out * d_in].reshape((n_out, d_in)))
     dh[:, :] = 0.0
     _mm_tn(params[off_w:off_w + n_out * H].reshape((n_out, H)), logits, dh)
     return loss
@@ -820,7 +875,7 @@ def _bptt_backward(params, layout, Y, mask, rows, cell, H, block_size, loss_kind
                 target[k, j] = Y[b, t, k]
         if any_target:
             loss += _head_loss_grad(params, layout, loss_kind, rs[t + 1, top, :H],
-                                    target, weight, logits, grad, dh)
+                                    xs[t], target, weight, logits, grad, dh)
             # (element loops, not slice arithmetic: `a[:H] += b` compiles Numba's
             # shape-mismatch error path, seconds of the cold compile)
             for k in range(H):
@@ -1036,19 +1091,21 @@ def _layer_forward_one(weights_t, bias, cell, hidden_size, block_size, x, r_prev
     else:
         n_blocks = H // block_size
         half = like(0.5, act)
-        table10 = cell == CELL_LSTM1997_TABLE10
-        amp_g = like(1.0 if table10 else 2.0, act)
-        amp_h = like(2.0 if table10 else 1.0, act)
+        amp_g, off_g, _, _, amp_h, _, h_identity = _squashing(cell)
+        amp_g = like(amp_g, act)
+        off_g = like(off_g, act)
+        amp_h = like(amp_h, act)
         for q in range(H, n_units):
             act[q] = sigmoid(act[q])
             r[q] = act[q]
         for k in range(H):
-            act[k] = amp_g * tanh(half * act[k])
+            act[k] = amp_g * tanh(half * act[k]) + off_g
         for k in range(H):
             blk = k // block_size
             ck = c_prev[k] + act[H + blk] * act[k]
             c[k] = ck
-            r[k] = act[H + n_blocks + blk] * (amp_h * tanh(half * ck))
+            h = ck if h_identity else amp_h * tanh(half * ck)
+            r[k] = act[H + n_blocks + blk] * h
 
 
 @njit(**_JIT)
@@ -1079,22 +1136,29 @@ def _layer_backward_one(weights_t, layer, cell, hidden_size, block_size, c_prev,
     else:
         n_blocks = H // block_size
         half = like(0.5, act)
-        table10 = cell == CELL_LSTM1997_TABLE10
-        amp_h = like(2.0 if table10 else 1.0, act)
-        slope_g = like(0.5 if table10 else 1.0, act)
-        slope_h = like(1.0 if table10 else 0.5, act)
-        inv_sq_g = like(1.0 if table10 else 0.25, act)
+        _, off_g, slope_g, inv_sq_g, amp_h, slope_h, h_identity = _squashing(cell)
+        off_g = like(off_g, act)
+        slope_g = like(slope_g, act)
+        inv_sq_g = like(inv_sq_g, act)
+        amp_h = like(amp_h, act)
+        slope_h = like(slope_h, act)
         for q in range(H, n_units):
             dz[q] = dr[q]
         for k in range(H):
             blk = k // block_size
             gk = act[k]
             dh = dr[k]
-            hs = tanh(half * c[k])
-            dz[H + n_blocks + blk] += dh * (amp_h * hs)
-            dsk = dc[k] + dh * act[H + n_blocks + blk] * slope_h * (one - hs * hs)
+            if h_identity:
+                dz[H + n_blocks + blk] += dh * c[k]
+                dsk = dc[k] + dh * act[H + n_blocks + blk]
+            else:
+                hs = tanh(half * c[k])
+                dz[H + n_blocks + blk] += dh * (amp_h * hs)
+                dsk = (dc[k]
+                       + dh * act[H + n_blocks + blk] * slope_h * (one - hs * hs))
             dz[H + blk] += dsk * gk
-            dz[k] = flush(dsk * act[H + blk] * slope_g * (one - inv_sq_g * gk * gk),
+            g0 = gk - off_g
+            dz[k] = flush(dsk * act[H + blk] * slope_g * (one - inv_sq_g * g0 * g0),
                           floor)
             dc[k] = flush(dsk, floor)
         for q in range(H, n_units):
@@ -1174,7 +1238,8 @@ def _bptt_backward_one(params, layout, weights_t, Y, mask, row, cell, H, block_s
             for k in range(n_out):
                 target[k, 0] = Y[row, t, k]
             loss += _head_loss_grad(params, layout, loss_kind,
-                                    rs[t + 1, top, :H].reshape((H, 1)), target, weight,
+                                    rs[t + 1, top, :H].reshape((H, 1)),
+                                    xs[t].reshape((xs.shape[1], 1)), target, weight,
                                     logits, grad, dh)
             for k in range(H):
                 dr[top, k] += dh[k, 0]
@@ -1286,14 +1351,17 @@ def _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, cell,
         wbuf = sbuf = np.empty(0, dtype=dt)
     _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_kind,
                    last_only, out, state, xs, active, np.empty((n_units, n), dtype=dt),
-                   rs, cs, np.empty((n_out, n), dtype=dt), wbuf, sbuf)
+                   rs, cs, np.empty((n_out, n), dtype=dt), np.zeros((D, n), dtype=dt),
+                   wbuf, sbuf)
 
 
 @njit(**_JIT)
 def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_kind,
-                   last_only, out, state, xs, active, act, rs, cs, logits, wbuf, sbuf):
+                   last_only, out, state, xs, active, act, rs, cs, logits, x_last, wbuf,
+                   sbuf):
     """The time loop of :func:`_forward_chunk` (buffers allocated there; stacked
-    products when ``wbuf`` is not empty)."""
+    products when ``wbuf`` is not empty; ``x_last (D, n)`` keeps each lane's input
+    at its last step for a head that sees the input)."""
     # (views of borrowed arguments carry no reference count; see _views)
     params = borrowed(params)
     xs = borrowed(xs)
@@ -1302,9 +1370,11 @@ def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_k
     rs = borrowed(rs)
     cs = borrowed(cs)
     logits = borrowed(logits)
+    x_last = borrowed(x_last)
     wbuf = borrowed(wbuf)
     sbuf = borrowed(sbuf)
     n_layers = rs.shape[1]
+    keep_last_input = last_only and layout[n_layers, 4] > 0
     n_units = act.shape[0]
     n_rec = rs.shape[2]
     n = rows.shape[0]
@@ -1321,6 +1391,9 @@ def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_k
             active[0, j] = 1 if on else 0
             for d in range(D):
                 xs[0, d, j] = X[rows[j], t, d] if on else 0.0
+            if keep_last_input and on:
+                for d in range(D):
+                    x_last[d, j] = xs[0, d, j]
         for layer in range(n_layers):
             x = xs[0] if layer == 0 else rs[nxt, layer - 1, :H]
             if wbuf.shape[0] > 0:
@@ -1332,7 +1405,7 @@ def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_k
             _layer_gates(cell, H, block_size, rs[cur, layer], cs[cur, layer],
                          active[0], act, cs[nxt, layer], rs[nxt, layer])
         if not last_only:
-            _head(params, layout, rs[nxt, n_layers - 1, :H], logits)
+            _head(params, layout, rs[nxt, n_layers - 1, :H], xs[0], logits)
             _activate(loss_kind, logits)
             for j in range(n):
                 if active[0, j]:
@@ -1340,7 +1413,7 @@ def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_k
                         out[rows[j], t, k] = logits[k, j]
         cur = nxt
     if last_only:
-        _head(params, layout, rs[cur, n_layers - 1, :H], logits)
+        _head(params, layout, rs[cur, n_layers - 1, :H], x_last, logits)
         _activate(loss_kind, logits)
         for j in range(n):
             for k in range(n_out):

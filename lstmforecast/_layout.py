@@ -8,10 +8,14 @@ find each block through an ``int64`` offset table, ``layout``, of shape
   ``[off_weight_ih, off_weight_hh, off_bias_ih, off_bias_hh, input_size]``;
   ``off_bias_hh`` is ``-1`` for ``cell="lstm1997"``, which has a single bias.
 * row ``num_layers`` (the output layer, "head"):
-  ``[off_head_weight, off_head_bias, n_outputs, hidden_size, 0]``.
+  ``[off_head_weight, off_head_bias, n_outputs, hidden_size, head_input_size]``;
+  ``head_input_size`` is the number of network inputs the head also sees (``0``, or
+  ``input_size`` with ``input_to_output=True``: the paper's connectivity "B"), whose
+  weights ``head.weight_input`` (``n_outputs x head_input_size``) follow
+  ``head.bias``.
 
 Blocks are stored row-major, in the order weight_ih, weight_hh, bias_ih, bias_hh for
-each layer, then head.weight, head.bias.
+each layer, then head.weight, head.bias (and head.weight_input).
 
 Cells
 -----
@@ -37,6 +41,9 @@ These are the squashing ranges of the paper's Appendix and prose (g in [-2, 2], 
 [-1, 1]; ``squashing="appendix"``). Table 10's caption swaps them (g in [-1, 1], h in
 [-2, 2]); ``squashing="table10"`` (code ``CELL_LSTM1997_TABLE10``) is that reading,
 the same network and layout with ``g(z) = tanh(z / 2)`` and ``h(s) = 2 tanh(s / 2)``.
+``squashing="exp2"`` (code ``CELL_LSTM1997_EXP2``) is the cell of Exps. 2a/2b:
+``g(z) = 1 / (1 + e^-z)`` in [0, 1] (computed as ``0.5 + 0.5 tanh(z / 2)``) and
+``h(s) = s``.
 
 In both cells the output of a layer at step t (fed to the next layer and the head)
 is ``r_t[:H]``. The recurrent state of a layer is ``[r (R values), c (H values)]``
@@ -45,7 +52,8 @@ with ``R = H`` for lstm and ``R = n_units`` for lstm1997; state arrays have shap
 
 Head and losses (``loss_kind``)
 -------------------------------
-``y_t = act(head.weight @ r_t[:H] + head.bias)`` with, per target step:
+``y_t = act(head.weight @ r_t[:H] + head.bias [+ head.weight_input @ x_t])`` (``x_t``
+the network's input at step t) with, per target step:
 
 * ``LOSS_SQUARED`` (0): identity, ``0.5 * sum_k (y_k - t_k)^2``
 * ``LOSS_SIGMOID_SQUARED`` (1): logistic, ``0.5 * sum_k (y_k - t_k)^2`` (the paper)
@@ -62,14 +70,16 @@ import numpy as np
 CELL_LSTM = 0
 CELL_LSTM1997 = 1
 CELL_LSTM1997_TABLE10 = 2
+CELL_LSTM1997_EXP2 = 3
 CELL_CODES = {"lstm": CELL_LSTM, "lstm1997": CELL_LSTM1997}
-SQUASHINGS = ("appendix", "table10")
+SQUASHINGS = ("appendix", "table10", "exp2")
+_SQUASHING_CODES = {"table10": CELL_LSTM1997_TABLE10, "exp2": CELL_LSTM1997_EXP2}
 
 
 def cell_code(cell, squashing="appendix"):
     """The kernels' code of a cell name and its ``squashing`` reading."""
-    if squashing == "table10" and cell == "lstm1997":
-        return CELL_LSTM1997_TABLE10
+    if cell == "lstm1997" and squashing in _SQUASHING_CODES:
+        return _SQUASHING_CODES[squashing]
     return CELL_CODES[cell]
 
 LOSS_SQUARED = 0
@@ -97,17 +107,19 @@ def state_size(cell, hidden_size, block_size=1):
     return recurrent_size(cell, hidden_size, block_size) + hidden_size
 
 
-def block_names(cell, num_layers):
+def block_names(cell, num_layers, input_to_output=False):
     """Names of the parameter blocks in storage order (torch ``state_dict`` style)."""
     names = []
     for layer in range(num_layers):
         names += [f"weight_ih_l{layer}", f"weight_hh_l{layer}", f"bias_ih_l{layer}"]
         if cell == CELL_LSTM:
             names.append(f"bias_hh_l{layer}")
-    return names + ["head.weight", "head.bias"]
+    names += ["head.weight", "head.bias"]
+    return names + ["head.weight_input"] if input_to_output else names
 
 
-def block_shapes(cell, input_size, hidden_size, num_layers, n_outputs, block_size=1):
+def block_shapes(cell, input_size, hidden_size, num_layers, n_outputs, block_size=1,
+                 input_to_output=False):
     """Ordered ``{name: shape}`` of every parameter block."""
     units = n_units(cell, hidden_size, block_size)
     rec = recurrent_size(cell, hidden_size, block_size)
@@ -121,10 +133,13 @@ def block_shapes(cell, input_size, hidden_size, num_layers, n_outputs, block_siz
             shapes[f"bias_hh_l{layer}"] = (units,)
     shapes["head.weight"] = (n_outputs, hidden_size)
     shapes["head.bias"] = (n_outputs,)
+    if input_to_output:
+        shapes["head.weight_input"] = (n_outputs, input_size)
     return shapes
 
 
-def make_layout(cell, input_size, hidden_size, num_layers, n_outputs, block_size=1):
+def make_layout(cell, input_size, hidden_size, num_layers, n_outputs, block_size=1,
+                input_to_output=False):
     """Offset table and total parameter count for a network.
 
     Returns
@@ -133,7 +148,7 @@ def make_layout(cell, input_size, hidden_size, num_layers, n_outputs, block_size
     n_params : int
     """
     shapes = block_shapes(cell, input_size, hidden_size, num_layers, n_outputs,
-                          block_size)
+                          block_size, input_to_output)
     offsets = {}
     pos = 0
     for name, shape in shapes.items():
@@ -147,15 +162,15 @@ def make_layout(cell, input_size, hidden_size, num_layers, n_outputs, block_size
         layout[layer, 3] = offsets.get(f"bias_hh_l{layer}", -1)
         layout[layer, 4] = input_size if layer == 0 else hidden_size
     layout[num_layers] = [offsets["head.weight"], offsets["head.bias"], n_outputs,
-                          hidden_size, 0]
+                          hidden_size, input_size if input_to_output else 0]
     return layout, pos
 
 
 def unpack(params, cell, input_size, hidden_size, num_layers, n_outputs,
-           block_size=1):
+           block_size=1, input_to_output=False):
     """Split a flat vector into ``{name: array}`` views (no copy)."""
     shapes = block_shapes(cell, input_size, hidden_size, num_layers, n_outputs,
-                          block_size)
+                          block_size, input_to_output)
     blocks = {}
     pos = 0
     for name, shape in shapes.items():
@@ -166,10 +181,10 @@ def unpack(params, cell, input_size, hidden_size, num_layers, n_outputs,
 
 
 def pack(blocks, cell, input_size, hidden_size, num_layers, n_outputs, block_size=1,
-         dtype=np.float64):
+         input_to_output=False, dtype=np.float64):
     """Join ``{name: array}`` into a flat vector; shapes are checked."""
     shapes = block_shapes(cell, input_size, hidden_size, num_layers, n_outputs,
-                          block_size)
+                          block_size, input_to_output)
     missing = sorted(set(shapes) - set(blocks))
     extra = sorted(set(blocks) - set(shapes))
     if missing or extra:

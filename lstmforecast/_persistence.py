@@ -239,8 +239,10 @@ class Codec:
 
 _NET_KEYS = ("cell", "hidden_size", "block_size", "num_layers", "output", "dtype",
              "output_activation")
-# (files written before the squashing parameter lack it: the Appendix's reading)
-_NET_OPTIONAL_KEYS = ("squashing",)
+# Files written before these parameters lack them: the Appendix's squashing, and a
+# head that sees the cells only.
+_NET_DEFAULTS = {"squashing": "appendix", "input_to_output": False}
+_NET_OPTIONAL_KEYS = tuple(_NET_DEFAULTS)
 
 
 def _plain(value):
@@ -250,14 +252,16 @@ def _plain(value):
     return value
 
 
-def _n_params(cell, input_size, hidden_size, num_layers, n_outputs, block_size):
+def _n_params(cell, input_size, hidden_size, num_layers, n_outputs, block_size,
+              input_to_output):
     """Total parameter count, arithmetically (nothing is allocated)."""
     units = _layout.n_units(cell, hidden_size, block_size)
     rec = _layout.recurrent_size(cell, hidden_size, block_size)
     n_bias = 2 if cell == _layout.CELL_LSTM else 1
     total = units * (input_size + rec + n_bias)
     total += (num_layers - 1) * units * (hidden_size + rec + n_bias)
-    return total + n_outputs * (hidden_size + 1)
+    head_in = hidden_size + 1 + (input_size if input_to_output else 0)
+    return total + n_outputs * head_in
 
 
 def _rng_state(rng):
@@ -357,6 +361,8 @@ class LSTMCodec(Codec):
             _require(cell == "lstm1997" or squashing == "appendix",
                      f"{where}: squashing={squashing!r} applies to cell='lstm1997' "
                      "only")
+        if "input_to_output" in net:
+            _bool(net, "input_to_output", where)
         hidden = _int(net, "hidden_size", where, 1)
         block = _int(net, "block_size", where, 1)
         _int(net, "num_layers", where, 1)
@@ -381,7 +387,8 @@ class LSTMCodec(Codec):
         n_outputs = _int(fitted, "n_outputs_", "fitted", 1)
         cell = _layout.CELL_CODES[net["cell"]]
         n = _n_params(cell, input_size, net["hidden_size"], net["num_layers"],
-                      n_outputs, net["block_size"])
+                      n_outputs, net["block_size"],
+                      net.get("input_to_output", False))
         dtype = np.dtype(net["dtype"])
         int64 = np.dtype(np.int64)
         expected = {"params_": (dtype, (n,)),
@@ -443,7 +450,7 @@ class LSTMCodec(Codec):
 
         layout, n_params = _layout.make_layout(
             cell, input_size, net["hidden_size"], net["num_layers"], n_outputs,
-            net["block_size"])
+            net["block_size"], net.get("input_to_output", False))
         _require(arrays["params_"].shape == (n_params,),
                  f"params_ has {arrays['params_'].shape[0]} values, the network "
                  f"needs {n_params}")
@@ -464,7 +471,7 @@ class LSTMCodec(Codec):
             est.feature_names_in_ = np.asarray(names, dtype=object)
         est._table_input = table
         est.n_outputs_ = n_outputs
-        est._net = {**dict(net), "squashing": net.get("squashing", "appendix")}
+        est._net = {**_NET_DEFAULTS, **dict(net)}
         est._loss_kind = fitted["_loss_kind"]
         est.loss_curve_ = loss_curve
         est.validation_scores_ = scores

@@ -21,8 +21,12 @@ import numpy as np
 from numba import njit
 
 from . import config
-from ._kernels import _head_loss_grad, _layer_forward_one, _transposed_weights
-from ._layout import CELL_LSTM1997_TABLE10
+from ._kernels import (
+    _head_loss_grad,
+    _layer_forward_one,
+    _squashing,
+    _transposed_weights,
+)
 from ._math import tanh
 from ._views import borrowed
 from ._training import apply_update
@@ -79,7 +83,7 @@ def _truncated_sequence(params, layout, X, length, Y, mask, cell, hidden_size,
         np.empty((n_out, 1), dtype=dt), np.empty(1, dtype=dt),
         np.empty((n_out, 1), dtype=dt), np.empty((H, 1), dtype=dt),
         np.empty(H, dtype=dt), np.empty((1, n_rec + X.shape[1], n_units), dtype=dt),
-        np.empty((1, n_units), dtype=dt))
+        np.empty((1, n_units), dtype=dt), np.empty((X.shape[1], 1), dtype=dt))
 
 
 @njit(**_JIT)
@@ -87,7 +91,7 @@ def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
                      block_size, loss_kind, grad, step_update, opt_kind, opt_state,
                      step, hyper, l2_mask, train_mask, params_before, state_before,
                      r_prev, c_prev, traces, src, r, c, act, target, weight, logits,
-                     dy, ds, weights_t, bias):
+                     dy, ds, weights_t, bias, x_col):
     """The time loop of :func:`_truncated_sequence` (buffers allocated there).
 
     The forward step is the one-sequence kernels' (bitwise the chunk kernels'
@@ -113,14 +117,11 @@ def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
     ds = borrowed(ds)
     weights_t = borrowed(weights_t)
     bias = borrowed(bias)
+    x_col = borrowed(x_col)
     H = hidden_size
     lstm = cell == 0
-    # g = a_g tanh(z / 2), h = a_h tanh(s / 2): the Appendix's ranges or Table 10's
-    # (cell code 2; see _layout)
-    table10 = cell == CELL_LSTM1997_TABLE10
-    amp_h = 2.0 if table10 else 1.0
-    slope_g = 0.5 if table10 else 1.0
-    inv_sq_g = 1.0 if table10 else 0.25
+    # the 1997 cell's squashing: the Appendix's, Table 10's or Exp. 2's (see _layout)
+    _, off_g, slope_g, inv_sq_g, amp_h, slope_h, h_identity = _squashing(cell)
     n_blocks = H // block_size
     n_rec = r_prev.shape[0]
     D = X.shape[1]
@@ -168,7 +169,8 @@ def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
                 yin = act[H + j, 0]
                 gk = act[k, 0]
                 a_in = gk * yin * (1.0 - yin)
-                a_c = slope_g * (1.0 - inv_sq_g * gk * gk) * yin
+                g0 = gk - off_g
+                a_c = slope_g * (1.0 - inv_sq_g * g0 * g0) * yin
                 for m in range(n_src):
                     traces[0, k, m] += a_in * src[m]
                     traces[1, k, m] += a_c * src[m]
@@ -176,10 +178,12 @@ def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
         if w != 0.0:
             for k in range(n_out):
                 target[k, 0] = Y[t, k]
+            for m in range(D):
+                x_col[m, 0] = X[t, m]
             weight[0] = w
             # eq. 19 and the head's update: delta at the output, dy at the cells
-            loss += _head_loss_grad(params, layout, loss_kind, r[:H], target, weight,
-                                    logits, grad, dy)
+            loss += _head_loss_grad(params, layout, loss_kind, r[:H], x_col, target,
+                                    weight, logits, grad, dy)
             if lstm:
                 for k in range(H):
                     go = act[3 * H + k, 0]
@@ -193,16 +197,20 @@ def _truncated_steps(params, layout, X, length, Y, mask, cell, hidden_size,
             else:
                 for k in range(H):
                     j = k // block_size
-                    hs = tanh(0.5 * c[k, 0])
-                    ds[k] = (act[H + n_blocks + j, 0] * (0.5 * amp_h)
-                             * (1.0 - hs * hs) * dy[k, 0])
+                    if h_identity:
+                        h_slope = 1.0
+                    else:
+                        hs = tanh(0.5 * c[k, 0])
+                        h_slope = slope_h * (1.0 - hs * hs)
+                    ds[k] = act[H + n_blocks + j, 0] * h_slope * dy[k, 0]
                 for j in range(n_blocks):
                     # eqs. 21-22: output gates, immediate term only
                     yout = act[H + n_blocks + j, 0]
                     d_out = 0.0
                     for v in range(block_size):
                         k = j * block_size + v
-                        d_out += amp_h * tanh(0.5 * c[k, 0]) * dy[k, 0]
+                        h = c[k, 0] if h_identity else amp_h * tanh(0.5 * c[k, 0])
+                        d_out += h * dy[k, 0]
                     d_out *= yout * (1.0 - yout)
                     _add_row(grad, off_wih, off_whh, off_b, off_b2, D, n_rec,
                              H + n_blocks + j, d_out, src)

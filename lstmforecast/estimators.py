@@ -34,6 +34,7 @@ _SHARED_DOC = """
         [-1, 1]. ``"table10"`` (Table 10's caption): ``g(z) = tanh(z / 2)`` in
         [-1, 1], ``h(s) = 2 tanh(s / 2)`` in [-2, 2]; with it the paper's embedded
         Reber (Exp. 1) and distractor (Exp. 2c) settings learn much more reliably.
+        ``"exp2"`` (Exps. 2a/2b): ``g`` the logistic in [0, 1], ``h`` the identity.
     gradient : {"bptt", "truncated"}, default="bptt"
         ``"bptt"``: full-gradient backpropagation through time. ``"truncated"``:
         the 1997 paper's rule (Appendix A.1): error flows back in time only through
@@ -91,6 +92,19 @@ _SHARED_DOC = """
         (``cell="lstm1997"``), or none. Units without a bias have it fixed at 0.
     output_bias : bool, default=True
         Whether the output units have a bias.
+    input_to_output : bool, default=False
+        The output units also see the network's input of the same step (weights
+        ``head.weight_input``; the paper's connectivity "B" of Exps. 2a/2b, a
+        linear skip connection).
+    output_gate : bool, default=True
+        ``False`` (``cell="lstm1997"``): no output gates, as in Exps. 2a/2b. The
+        gates stay in the weight layout but are held open (net input 40, so their
+        activation is 1: exactly in float64, within one rounding in float32) with
+        no weights in or out, none of them trained or counted in ``n_params_``.
+    recurrent_weights : bool, default=True
+        ``False``: cells and gates see only the layer's input, not the previous
+        activations; the recurrent weights stay 0 and are not trained (Exps. 2a/2b:
+        the constant error carousel is the only recurrence).
     dtype : {"float32", "float64"}, default="float32"
         Arithmetic precision of the weights and kernels.
     device : {"cpu", "cuda", "auto"}, default="cpu"

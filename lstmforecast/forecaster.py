@@ -52,16 +52,17 @@ __all__ = ["ForecastInterval", "LSTMForecaster"]
 # The LSTMRegressor parameters the forecaster exposes under the same names.
 # Left out: ``output`` (always "last": one window, one forecast),
 # ``output_activation`` (identity: the scaled targets are unbounded), ``warm_start``
-# (every fit refits the scaling) and ``update`` (its two settings coincide with one
-# target per window; the name is the forecaster's ``update`` method).
+# (every fit refits the scaling), ``update`` (its two settings coincide with one
+# target per window; the name is the forecaster's ``update`` method), and
+# ``output_gate`` and ``recurrent_weights`` (for the paper's Exp. 2 network).
 _REGRESSOR_PARAMS = (
     "hidden_size", "num_layers", "cell", "block_size", "squashing", "gradient",
     "optimizer",
     "learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon",
     "batch_size", "max_epochs", "shuffle", "early_stopping", "validation_fraction",
     "n_iter_no_change", "tol", "clip_norm", "alpha", "init_scale",
-    "input_gate_bias", "output_gate_bias", "hidden_bias", "output_bias", "dtype",
-    "device", "random_state", "verbose",
+    "input_gate_bias", "output_gate_bias", "hidden_bias", "output_bias",
+    "input_to_output", "dtype", "device", "random_state", "verbose",
 )
 
 
@@ -237,8 +238,8 @@ class LSTMForecaster(BaseEstimator):
     hidden_size, num_layers, cell, block_size, squashing, gradient, optimizer, \
 learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, batch_size, max_epochs, shuffle, \
 early_stopping, validation_fraction, n_iter_no_change, tol, clip_norm, alpha, \
-init_scale, input_gate_bias, output_gate_bias, hidden_bias, output_bias, dtype, \
-device, random_state, verbose
+init_scale, input_gate_bias, output_gate_bias, hidden_bias, output_bias, \
+input_to_output, dtype, device, random_state, verbose
         Passed on to :class:`~lstmforecast.LSTMRegressor` (see there), with
         forecasting defaults: ``hidden_size=32``, ``learning_rate=0.005``,
         ``max_epochs=100`` and ``early_stopping=True`` (on the last
@@ -364,8 +365,8 @@ device, random_state, verbose
                  early_stopping=True, validation_fraction=0.1, n_iter_no_change=10,
                  tol=1e-4, clip_norm=None, alpha=0.0, init_scale=None,
                  input_gate_bias=None, output_gate_bias=None, hidden_bias="all",
-                 output_bias=True, dtype="float32", device="cpu", random_state=None,
-                 verbose=0):
+                 output_bias=True, input_to_output=False, dtype="float32",
+                 device="cpu", random_state=None, verbose=0):
         self.window = window
         self.horizon = horizon
         self.strategy = strategy
@@ -401,6 +402,7 @@ device, random_state, verbose
         self.output_gate_bias = output_gate_bias
         self.hidden_bias = hidden_bias
         self.output_bias = output_bias
+        self.input_to_output = input_to_output
         self.dtype = dtype
         self.device = device
         self.random_state = random_state

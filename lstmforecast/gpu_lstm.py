@@ -56,6 +56,7 @@ from numba.core.errors import NumbaPerformanceWarning
 from . import config
 from ._layout import (
     CELL_LSTM,
+    CELL_LSTM1997_EXP2,
     CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
@@ -105,6 +106,16 @@ def _kernels(dtype_char):
         return e / (DT(1.0) + e)
 
     @cuda.jit(device=True)
+    def squashing(cell):
+        """``_kernels._squashing`` for the GPU: ``(amp_g, off_g, slope_g,
+        inv_sq_g, amp_h, slope_h, h_identity)`` of a 1997 cell code."""
+        if cell == CELL_LSTM1997_TABLE10:
+            return DT(1.0), DT(0.0), DT(0.5), DT(1.0), DT(2.0), DT(1.0), False
+        if cell == CELL_LSTM1997_EXP2:
+            return DT(0.5), DT(0.5), DT(0.25), DT(4.0), DT(1.0), DT(1.0), True
+        return DT(2.0), DT(0.0), DT(1.0), DT(0.25), DT(1.0), DT(0.5), False
+
+    @cuda.jit(device=True)
     def layer_step(w, layout, layer, cell, H, block_size, X, b, t, rs, cs, acts, tp,
                    tn, ta, s):
         """One step of one layer for lane ``s``: reads state slice ``tp`` (and the
@@ -146,33 +157,37 @@ def _kernels(dtype_char):
                 rs[tn, layer, k, s] = go * math.tanh(ck)
         else:
             n_blocks = H // block_size
-            table10 = cell == CELL_LSTM1997_TABLE10
-            amp_g = DT(1.0) if table10 else DT(2.0)
-            amp_h = DT(2.0) if table10 else DT(1.0)
+            amp_g, off_g, _, _, amp_h, _, h_identity = squashing(cell)
             for q in range(H, n_u):
                 a = sigmoid(acts[ta, layer, q, s])
                 acts[ta, layer, q, s] = a
                 rs[tn, layer, q, s] = a
             for k in range(H):
                 blk = k // block_size
-                gk = amp_g * math.tanh(DT(0.5) * acts[ta, layer, k, s])
+                gk = amp_g * math.tanh(DT(0.5) * acts[ta, layer, k, s]) + off_g
                 acts[ta, layer, k, s] = gk
                 ck = cs[tp, layer, k, s] + acts[ta, layer, H + blk, s] * gk
                 cs[tn, layer, k, s] = ck
-                rs[tn, layer, k, s] = (acts[ta, layer, H + n_blocks + blk, s]
-                                       * (amp_h * math.tanh(DT(0.5) * ck)))
+                h = ck if h_identity else amp_h * math.tanh(DT(0.5) * ck)
+                rs[tn, layer, k, s] = acts[ta, layer, H + n_blocks + blk, s] * h
 
     @cuda.jit(device=True)
-    def head_logits(w, layout, rs, tn, top, H, logits, s):
+    def head_logits(w, layout, rs, tn, top, H, X, b, t, logits, s):
+        """The head's net inputs at step ``t`` of sequence ``b`` (the top layer's
+        output in ``rs[tn]``; the input ``X[b, t]`` too when the head sees it)."""
         n_layers = layout.shape[0] - 1
         off_w = layout[n_layers, 0]
         off_b = layout[n_layers, 1]
         n_out = layout[n_layers, 2]
+        d_in = layout[n_layers, 4]
         for k in range(n_out):
             z = w[off_b + k]
             row = off_w + k * H
             for j in range(H):
                 z += w[row + j] * rs[tn, top, j, s]
+            row = off_b + n_out + k * d_in
+            for d in range(d_in):
+                z += w[row + d] * X[b, t, d]
             logits[k, s] = z
         return n_out
 
@@ -195,11 +210,11 @@ def _kernels(dtype_char):
                 logits[k, s] = logits[k, s] / total
 
     @cuda.jit(device=True)
-    def head_loss_grad(w, layout, loss_kind, rs, tn, top, H, Y, b, t, wt, logits, G,
-                       m, i, s, dr):
+    def head_loss_grad(w, layout, loss_kind, rs, tn, top, H, X, Y, b, t, wt, logits,
+                       G, m, i, s, dr):
         """Weighted loss of one target step; head gradients into ``G[m, :, i]`` and
         the gradient with respect to the top layer's output added to ``dr``."""
-        n_out = head_logits(w, layout, rs, tn, top, H, logits, s)
+        n_out = head_logits(w, layout, rs, tn, top, H, X, b, t, logits, s)
         loss = 0.0
         if loss_kind == LOSS_SQUARED:
             for k in range(n_out):
@@ -244,6 +259,10 @@ def _kernels(dtype_char):
             row = off_w + k * H
             for j in range(H):
                 G[m, row + j, i] += g * rs[tn, top, j, s]
+            d_in = layout[n_layers, 4]
+            row = off_b + n_out + k * d_in
+            for d in range(d_in):
+                G[m, row + d, i] += g * X[b, t, d]
         for j in range(H):
             dh = DT(0.0)
             for k in range(n_out):
@@ -276,24 +295,27 @@ def _kernels(dtype_char):
                 dc[layer, k, s] = dck * gf
         else:
             n_blocks = H // block_size
-            table10 = cell == CELL_LSTM1997_TABLE10
-            amp_h = DT(2.0) if table10 else DT(1.0)
-            slope_g = DT(0.5) if table10 else DT(1.0)
-            slope_h = DT(1.0) if table10 else DT(0.5)
-            inv_sq_g = DT(1.0) if table10 else DT(0.25)
+            _, off_g, slope_g, inv_sq_g, amp_h, slope_h, h_identity = squashing(cell)
             for q in range(H, n_u):
                 dz[q, s] = dr[layer, q, s]
             for k in range(H):
                 blk = k // block_size
                 yin = acts[t, layer, H + blk, s]
                 yout = acts[t, layer, H + n_blocks + blk, s]
-                hs = math.tanh(DT(0.5) * cs[t + 1, layer, k, s])
-                dz[H + n_blocks + blk, s] += dr[layer, k, s] * (amp_h * hs)
-                dsk = dc[layer, k, s] + (dr[layer, k, s] * yout * slope_h
-                                         * (DT(1.0) - hs * hs))
+                ck = cs[t + 1, layer, k, s]
+                if h_identity:
+                    h = ck
+                    h_slope = DT(1.0)
+                else:
+                    hs = math.tanh(DT(0.5) * ck)
+                    h = amp_h * hs
+                    h_slope = slope_h * (DT(1.0) - hs * hs)
+                dz[H + n_blocks + blk, s] += dr[layer, k, s] * h
+                dsk = dc[layer, k, s] + dr[layer, k, s] * yout * h_slope
                 gk = acts[t, layer, k, s]
                 dz[H + blk, s] += dsk * gk
-                dz[k, s] = dsk * yin * slope_g * (DT(1.0) - inv_sq_g * gk * gk)
+                g0 = gk - off_g
+                dz[k, s] = dsk * yin * slope_g * (DT(1.0) - inv_sq_g * g0 * g0)
                 dc[layer, k, s] = dsk
             for q in range(H, n_u):
                 a = acts[t, layer, q, s]
@@ -369,8 +391,8 @@ def _kernels(dtype_char):
             wt = mask[b, t]
             weight += wt
             if wt != 0.0:
-                loss += head_loss_grad(w, layout, loss_kind, rs, t + 1, top, H, Y, b,
-                                       t, wt, logits, G, m, i, s, dr)
+                loss += head_loss_grad(w, layout, loss_kind, rs, t + 1, top, H, X, Y,
+                                       b, t, wt, logits, G, m, i, s, dr)
             for layer in range(top, -1, -1):
                 layer_back(w, layout, layer, cell, H, block_size, X, b, t, rs, cs,
                            acts, dr, dc, dz, G, m, i, s)
@@ -394,13 +416,14 @@ def _kernels(dtype_char):
                 layer_step(w, layout, layer, cell, H, block_size, X, n, t, rs, cs,
                            acts, cur, nxt, 0, s)
             if not last_only:
-                n_out = head_logits(w, layout, rs, nxt, top, H, logits, s)
+                n_out = head_logits(w, layout, rs, nxt, top, H, X, n, t, logits, s)
                 activate(loss_kind, logits, n_out, s)
                 for k in range(n_out):
                     out[m, n, t, k] = logits[k, s]
             cur = nxt
         if last_only:
-            n_out = head_logits(w, layout, rs, cur, top, H, logits, s)
+            n_out = head_logits(w, layout, rs, cur, top, H, X, n, length - 1, logits,
+                                s)
             activate(loss_kind, logits, n_out, s)
             for k in range(n_out):
                 out[m, n, 0, k] = logits[k, s]

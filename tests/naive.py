@@ -14,6 +14,8 @@ import numpy as np
 from lstmforecast._layout import (
     CELL_CODES,
     CELL_LSTM,
+    CELL_LSTM1997,
+    CELL_LSTM1997_EXP2,
     CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
@@ -116,34 +118,44 @@ def _lstm_step_back(w, grads, cache, dr, dc_next, hidden_size):
     return dx, dr_prev, dc_prev
 
 
-def _squashing(cell):
-    """``(a_g, a_h)``: ``g(z) = a_g tanh(z / 2)``, ``h(s) = a_h tanh(s / 2)``; the
-    Appendix's ranges [-2, 2] and [-1, 1], or Table 10's [-1, 1] and [-2, 2]."""
-    return (1.0, 2.0) if cell == CELL_LSTM1997_TABLE10 else (2.0, 1.0)
+# The 1997 cell's squashing functions and their derivatives, ``(g, g', h, h')``:
+# the Appendix's ranges (g in [-2, 2], h in [-1, 1]), Table 10's caption's (g in
+# [-1, 1], h in [-2, 2]), and Exps. 2a/2b's (g logistic in [0, 1], h the identity).
+_SQUASHING = {
+    CELL_LSTM1997: (lambda z: 2.0 * np.tanh(z / 2.0),
+                    lambda z: 1.0 - np.tanh(z / 2.0) ** 2,
+                    lambda s: np.tanh(s / 2.0),
+                    lambda s: 0.5 * (1.0 - np.tanh(s / 2.0) ** 2)),
+    CELL_LSTM1997_TABLE10: (lambda z: np.tanh(z / 2.0),
+                            lambda z: 0.5 * (1.0 - np.tanh(z / 2.0) ** 2),
+                            lambda s: 2.0 * np.tanh(s / 2.0),
+                            lambda s: 1.0 - np.tanh(s / 2.0) ** 2),
+    CELL_LSTM1997_EXP2: (_sigmoid,
+                         lambda z: _sigmoid(z) * (1.0 - _sigmoid(z)),
+                         lambda s: s,
+                         lambda s: np.ones_like(s)),
+}
 
 
-def _lstm1997_step(w, x, r_prev, s_prev, hidden_size, block_size, squashing):
+def _lstm1997_step(w, x, r_prev, s_prev, hidden_size, block_size, cell):
     """One 1997 step; returns ``(r, s, cache)`` with ``r = [y^c, y^in, y^out]``."""
     H = hidden_size
     nb = H // block_size
-    a_g, a_h = squashing
+    g_fn, _, h_fn, _ = _SQUASHING[cell]
     z = w["w_ih"] @ x + w["w_hh"] @ r_prev + w["b_ih"]
     z_c = z[0:H]
     y_in = _sigmoid(z[H:H + nb])
     y_out = _sigmoid(z[H + nb:H + 2 * nb])
-    t_g = np.tanh(z_c / 2.0)
-    g = a_g * t_g                            # g(z) = a_g tanh(z / 2)
+    g = g_fn(z_c)
     s = np.empty(H)
     y_c = np.empty(H)
-    t_h = np.empty(H)
     for k in range(H):
         j = k // block_size                  # block of cell k
         s[k] = s_prev[k] + y_in[j] * g[k]
-        t_h[k] = np.tanh(s[k] / 2.0)         # h(s) = a_h tanh(s / 2)
-        y_c[k] = y_out[j] * a_h * t_h[k]
+        y_c[k] = y_out[j] * h_fn(s[k])
     r = np.concatenate([y_c, y_in, y_out])
-    cache = {"x": x, "r_prev": r_prev, "y_in": y_in, "y_out": y_out, "t_g": t_g,
-             "g": g, "t_h": t_h, "squashing": squashing}
+    cache = {"x": x, "r_prev": r_prev, "y_in": y_in, "y_out": y_out, "z_c": z_c,
+             "g": g, "s": s, "cell": cell}
     return r, s, cache
 
 
@@ -157,8 +169,8 @@ def _lstm1997_step_back(w, grads, cache, dr, ds_next, hidden_size, block_size):
     H = hidden_size
     nb = H // block_size
     y_in, y_out = cache["y_in"], cache["y_out"]
-    t_g, g, t_h = cache["t_g"], cache["g"], cache["t_h"]
-    a_g, a_h = cache["squashing"]
+    z_c, g, s = cache["z_c"], cache["g"], cache["s"]
+    _, dg_fn, h_fn, dh_fn = _SQUASHING[cache["cell"]]
     dy_c = dr[0:H]
     dy_in = dr[H:H + nb].copy()
     dy_out = dr[H + nb:H + 2 * nb].copy()
@@ -166,10 +178,10 @@ def _lstm1997_step_back(w, grads, cache, dr, ds_next, hidden_size, block_size):
     dz_c = np.empty(H)
     for k in range(H):
         j = k // block_size
-        dy_out[j] += dy_c[k] * a_h * t_h[k]
-        ds[k] = ds_next[k] + dy_c[k] * y_out[j] * a_h * 0.5 * (1.0 - t_h[k] ** 2)
+        dy_out[j] += dy_c[k] * h_fn(s[k])
+        ds[k] = ds_next[k] + dy_c[k] * y_out[j] * dh_fn(s[k])
         dy_in[j] += ds[k] * g[k]
-        dz_c[k] = ds[k] * y_in[j] * a_g * 0.5 * (1.0 - t_g[k] ** 2)
+        dz_c[k] = ds[k] * y_in[j] * dg_fn(z_c[k])
     dz = np.concatenate([
         dz_c,
         dy_in * y_in * (1.0 - y_in),
@@ -254,8 +266,7 @@ def _forward_sequence(blocks, cell, hidden_size, num_layers, block_size, X, stat
             if cell == CELL_LSTM:
                 r, c, cache = _lstm_step(w, x, r, c, H)
             else:
-                r, c, cache = _lstm1997_step(w, x, r, c, H, block_size,
-                                             _squashing(cell))
+                r, c, cache = _lstm1997_step(w, x, r, c, H, block_size, cell)
             layer_caches.append(cache)
             outputs.append(r[:H].copy())
         final[layer, :R] = r
@@ -297,22 +308,31 @@ def _backward_sequence(blocks, grads, cell, hidden_size, num_layers, block_size,
         d_out = d_in
 
 
+def _head_net_input(blocks, h, x):
+    """``head.weight @ h + head.bias``, plus ``head.weight_input @ x`` where the head
+    also sees the network's input (the paper's connectivity B)."""
+    a = blocks["head.weight"] @ h + blocks["head.bias"]
+    if "head.weight_input" in blocks:
+        a = a + blocks["head.weight_input"] @ x
+    return a
+
+
 def _run(params, cell, input_size, hidden_size, num_layers, n_outputs, block_size,
-         loss_kind, X_list, Y_list, M_list, state0, want_grad):
+         loss_kind, X_list, Y_list, M_list, state0, want_grad, input_to_output):
     """Shared driver of :func:`naive_loss` and :func:`naive_loss_grad`."""
     cell = _cell_code(cell)
     _check_loss_kind(loss_kind)
     params = np.asarray(params, dtype=np.float64)
     blocks = unpack(params, cell, input_size, hidden_size, num_layers, n_outputs,
-                    block_size)
+                    block_size, input_to_output)
     grad = np.zeros_like(params)
     grads = unpack(grad, cell, input_size, hidden_size, num_layers, n_outputs,
-                   block_size)
+                   block_size, input_to_output)
     n_seq = len(X_list)
     if len(Y_list) != n_seq or len(M_list) != n_seq:
         raise ValueError("X_list, Y_list and M_list must have the same length")
     state0 = _initial_state(state0, n_seq, cell, hidden_size, num_layers, block_size)
-    W, b = blocks["head.weight"], blocks["head.bias"]
+    W = blocks["head.weight"]
 
     total_weight = float(sum(np.sum(np.asarray(m, dtype=np.float64)) for m in M_list))
     if total_weight <= 0.0:
@@ -330,13 +350,15 @@ def _run(params, cell, input_size, hidden_size, num_layers, n_outputs, block_siz
                                            block_size, X, state0[n])
         d_top = np.zeros((T, hidden_size))
         for t in range(T):
-            a = W @ top[t] + b
+            a = _head_net_input(blocks, top[t], X[t])
             step_loss, d_a = _step_loss_and_grad(a, Y[t], loss_kind)
             loss += M[t] * step_loss / total_weight
             if want_grad:
                 d_a = d_a * (M[t] / total_weight)
                 grads["head.weight"] += np.outer(d_a, top[t])
                 grads["head.bias"] += d_a
+                if input_to_output:
+                    grads["head.weight_input"] += np.outer(d_a, X[t])
                 d_top[t] = W.T @ d_a
         if want_grad:
             _backward_sequence(blocks, grads, cell, hidden_size, num_layers,
@@ -350,7 +372,7 @@ def _run(params, cell, input_size, hidden_size, num_layers, n_outputs, block_siz
 
 
 def naive_forward(params, cell, input_size, hidden_size, num_layers, n_outputs,
-                  block_size, loss_kind, X_list, state0=None):
+                  block_size, loss_kind, X_list, state0=None, input_to_output=False):
     """Forward pass of the network, sequence by sequence and step by step.
 
     Parameters
@@ -358,8 +380,8 @@ def naive_forward(params, cell, input_size, hidden_size, num_layers, n_outputs,
     params : ndarray, shape (n_params,)
         Flat parameter vector in the packed layout of :mod:`lstmforecast._layout`.
     cell : int or str
-        ``CELL_LSTM`` / ``CELL_LSTM1997`` / ``CELL_LSTM1997_TABLE10`` (or ``"lstm"``
-        / ``"lstm1997"``).
+        ``CELL_LSTM`` / ``CELL_LSTM1997`` / ``CELL_LSTM1997_TABLE10`` /
+        ``CELL_LSTM1997_EXP2`` (or ``"lstm"`` / ``"lstm1997"``).
     input_size, hidden_size, num_layers, n_outputs, block_size : int
         Network sizes; ``block_size`` only matters for lstm1997.
     loss_kind : int
@@ -368,6 +390,8 @@ def naive_forward(params, cell, input_size, hidden_size, num_layers, n_outputs,
         Input sequences; lengths may differ.
     state0 : ndarray, shape (n_seq, num_layers, R + H), optional
         Initial states; zeros when None.
+    input_to_output : bool, default=False
+        Whether the head also sees the network's input (``head.weight_input``).
 
     Returns
     -------
@@ -380,10 +404,9 @@ def naive_forward(params, cell, input_size, hidden_size, num_layers, n_outputs,
     _check_loss_kind(loss_kind)
     params = np.asarray(params, dtype=np.float64)
     blocks = unpack(params, cell, input_size, hidden_size, num_layers, n_outputs,
-                    block_size)
+                    block_size, input_to_output)
     n_seq = len(X_list)
     state0 = _initial_state(state0, n_seq, cell, hidden_size, num_layers, block_size)
-    W, b = blocks["head.weight"], blocks["head.bias"]
     outputs = []
     final_states = np.empty_like(state0)
     for n in range(n_seq):
@@ -392,20 +415,21 @@ def naive_forward(params, cell, input_size, hidden_size, num_layers, n_outputs,
                                           block_size, X, state0[n])
         Y = np.empty((X.shape[0], n_outputs))
         for t in range(X.shape[0]):
-            Y[t] = _head_activation(W @ top[t] + b, loss_kind)
+            Y[t] = _head_activation(_head_net_input(blocks, top[t], X[t]), loss_kind)
         outputs.append(Y)
         final_states[n] = final
     return outputs, final_states
 
 
 def naive_loss(params, cell, input_size, hidden_size, num_layers, n_outputs,
-               block_size, loss_kind, X_list, Y_list, M_list, state0=None):
+               block_size, loss_kind, X_list, Y_list, M_list, state0=None,
+               input_to_output=False):
     """Mask-weighted mean loss.
 
     Parameters
     ----------
     params, cell, input_size, hidden_size, num_layers, n_outputs, block_size, \
-loss_kind, X_list, state0
+loss_kind, X_list, state0, input_to_output
         As in :func:`naive_forward`.
     Y_list : list of ndarray, each of shape (T_i, n_outputs)
         Targets (one-hot rows for softmax, values in [0, 1] for logistic xent).
@@ -419,18 +443,19 @@ loss_kind, X_list, state0
     """
     loss, _ = _run(params, cell, input_size, hidden_size, num_layers, n_outputs,
                    block_size, loss_kind, X_list, Y_list, M_list, state0,
-                   want_grad=False)
+                   want_grad=False, input_to_output=input_to_output)
     return loss
 
 
 def naive_loss_grad(params, cell, input_size, hidden_size, num_layers, n_outputs,
-                    block_size, loss_kind, X_list, Y_list, M_list, state0=None):
+                    block_size, loss_kind, X_list, Y_list, M_list, state0=None,
+                    input_to_output=False):
     """Loss and its gradient by full backpropagation through time.
 
     Parameters
     ----------
     params, cell, input_size, hidden_size, num_layers, n_outputs, block_size, \
-loss_kind, X_list, Y_list, M_list, state0
+loss_kind, X_list, Y_list, M_list, state0, input_to_output
         As in :func:`naive_loss`.
 
     Returns
@@ -442,11 +467,12 @@ loss_kind, X_list, Y_list, M_list, state0
     """
     return _run(params, cell, input_size, hidden_size, num_layers, n_outputs,
                 block_size, loss_kind, X_list, Y_list, M_list, state0,
-                want_grad=True)
+                want_grad=True, input_to_output=input_to_output)
 
 
-def n_params(cell, input_size, hidden_size, num_layers, n_outputs, block_size=1):
+def n_params(cell, input_size, hidden_size, num_layers, n_outputs, block_size=1,
+             input_to_output=False):
     """Total number of parameters (convenience for tests)."""
     shapes = block_shapes(_cell_code(cell), input_size, hidden_size, num_layers,
-                          n_outputs, block_size)
+                          n_outputs, block_size, input_to_output)
     return int(sum(np.prod(s) for s in shapes.values()))

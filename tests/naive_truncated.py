@@ -53,21 +53,27 @@ def _f(x):
     return _sigmoid(x)
 
 
-def _g(x, a_g):
-    """Cell-input squashing, ``2 a_g / (1 + e^-x) - a_g = a_g tanh(x / 2)`` (eq. 5:
-    ``a_g = 2``, the Appendix's range [-2, 2]; Table 10's caption: ``a_g = 1``)."""
-    return a_g * np.tanh(x / 2.0)
+def _scaled_logistic(a):
+    """``x -> 2 a / (1 + e^-x) - a`` (range [-a, a]) and its derivative
+    ``a/2 (1 - (y / a)^2)`` written as a function of x."""
+    def value(x):
+        return 2.0 * a * _sigmoid(x) - a
+
+    def slope(x):
+        return 2.0 * a * _sigmoid(x) * (1.0 - _sigmoid(x))
+    return value, slope
 
 
-def _h(x, a_h):
-    """Cell-output squashing, ``2 a_h / (1 + e^-x) - a_h = a_h tanh(x / 2)`` (eq. 4:
-    ``a_h = 1``, the Appendix's range [-1, 1]; Table 10's caption: ``a_h = 2``)."""
-    return a_h * np.tanh(x / 2.0)
-
-
-# f'(x) = f (1 - f);  g'(x) = (a_g / 2) (1 - (g / a_g)^2);
-# h'(x) = (a_h / 2) (1 - (h / a_h)^2)
-_AMPLITUDES = {"appendix": (2.0, 1.0), "table10": (1.0, 2.0)}
+# Cell-input squashing g and cell-output squashing h with their derivatives,
+# ``(g, g', h, h')``, for each reading of the paper: the Appendix's (eqs. 4-5: g in
+# [-2, 2], h in [-1, 1]), Table 10's caption's (g in [-1, 1], h in [-2, 2]), and
+# Exps. 2a/2b's (g the logistic in [0, 1], h the identity).
+_SQUASHING = {
+    "appendix": (*_scaled_logistic(2.0), *_scaled_logistic(1.0)),
+    "table10": (*_scaled_logistic(1.0), *_scaled_logistic(2.0)),
+    "exp2": (_sigmoid, lambda x: _sigmoid(x) * (1.0 - _sigmoid(x)),
+             lambda x: x, lambda x: 1.0),
+}
 
 
 # ----------------------------------------------------------------------------------
@@ -79,10 +85,11 @@ class _Net:
     """Sizes and views of the blocks of one single-layer lstm1997 network."""
 
     def __init__(self, params, input_size, hidden_size, n_outputs, block_size,
-                 squashing="appendix"):
+                 squashing="appendix", input_to_output=False):
         if hidden_size % block_size:
             raise ValueError("hidden_size must be a multiple of block_size")
-        self.a_g, self.a_h = _AMPLITUDES[squashing]
+        self.g, self.g_prime, self.h, self.h_prime = _SQUASHING[squashing]
+        self.input_to_output = input_to_output
         self.D = int(input_size)
         self.H = int(hidden_size)
         self.K = int(n_outputs)
@@ -91,7 +98,15 @@ class _Net:
         self.U = n_units(CELL_LSTM1997, self.H, self.S)
         self.n_sources = self.D + self.U + 1          # [x_t, r_{t-1}, 1]
         self.blocks = unpack(params, CELL_LSTM1997, self.D, self.H, 1, self.K,
-                             self.S)
+                             self.S, input_to_output)
+
+    def output_net_input(self, step):
+        """``net_k(t)`` of the output units: they see the cells of step t (and,
+        with connectivity B, the input of step t)."""
+        a = self.blocks["head.weight"] @ step["y_c"] + self.blocks["head.bias"]
+        if self.input_to_output:
+            a = a + self.blocks["head.weight_input"] @ step["x"]
+        return a
 
     def block_of(self, cv):
         """Block ``j`` of cell unit ``cv``."""
@@ -120,18 +135,18 @@ def _forward_step(net, x, r_prev, s_prev):
     net_out = net_u[H + nb:H + 2 * nb]
     y_in = _f(net_in)
     y_out = _f(net_out)
-    g_c = _g(net_c, net.a_g)
+    g_c = net.g(net_c)
     s = np.empty(H)
     h_s = np.empty(H)
     y_c = np.empty(H)
     for cv in range(H):
         j = net.block_of(cv)
         s[cv] = s_prev[cv] + y_in[j] * g_c[cv]          # the CEC, self-weight 1
-        h_s[cv] = _h(s[cv], net.a_h)
+        h_s[cv] = net.h(s[cv])
         y_c[cv] = y_out[j] * h_s[cv]
     r = np.concatenate([y_c, y_in, y_out])
-    return {"source": source, "y_in": y_in, "y_out": y_out, "g_c": g_c, "s": s,
-            "h_s": h_s, "y_c": y_c, "r": r}
+    return {"x": x, "source": source, "y_in": y_in, "y_out": y_out, "net_c": net_c,
+            "g_c": g_c, "s": s, "h_s": h_s, "y_c": y_c, "r": r}
 
 
 def _update_traces(net, step, dS_in, dS_c):
@@ -141,7 +156,7 @@ def _update_traces(net, step, dS_in, dS_c):
     for cv in range(net.H):
         j = net.block_of(cv)
         f_prime_in = y_in[j] * (1.0 - y_in[j])
-        g_prime = net.a_g / 2.0 * (1.0 - (g_c[cv] / net.a_g) ** 2)
+        g_prime = net.g_prime(step["net_c"][cv])
         dS_in[cv] += g_c[cv] * f_prime_in * src
         dS_c[cv] += g_prime * y_in[j] * src
 
@@ -166,6 +181,8 @@ def _target_step_grad(net, grads, step, dS_in, dS_c, delta):
     # Output units (eqs. 19, 22): they see the cells of the same step t.
     grads["head.weight"] += np.outer(delta, y_c)
     grads["head.bias"] += delta
+    if net.input_to_output:
+        grads["head.weight_input"] += np.outer(delta, step["x"])
 
     # Error arriving at each cell output: sum_k w_{k,cv} e_k.
     dy_c = W.T @ delta
@@ -182,8 +199,7 @@ def _target_step_grad(net, grads, step, dS_in, dS_c, delta):
     # Internal-state errors (eq. 23), then input gates (eq. 26) and cells (eq. 28).
     for cv in range(H):
         j = net.block_of(cv)
-        h_prime = net.a_h / 2.0 * (1.0 - (h_s[cv] / net.a_h) ** 2)
-        ds = y_out[j] * h_prime * dy_c[cv]
+        ds = y_out[j] * net.h_prime(step["s"][cv]) * dy_c[cv]
         _add_to_row(grads, net.in_unit(j), ds * dS_in[cv], net)
         _add_to_row(grads, cv, ds * dS_c[cv], net)
 
@@ -203,7 +219,8 @@ def _as_sequence(net, X, Y, M):
 
 
 def naive_truncated_loss_grad(params, input_size, hidden_size, n_outputs, block_size,
-                              loss_kind, X_list, Y_list, M_list, squashing="appendix"):
+                              loss_kind, X_list, Y_list, M_list, squashing="appendix",
+                              input_to_output=False):
     """Mask-weighted mean loss and the paper's truncated gradient (batch form).
 
     Parameters
@@ -216,8 +233,10 @@ def naive_truncated_loss_grad(params, input_size, hidden_size, n_outputs, block_
         One of the ``LOSS_*`` codes of :mod:`lstmforecast._layout`.
     X_list, Y_list, M_list : lists of ndarray, shapes (T_i, D), (T_i, K), (T_i,)
         Sequences (state and traces start at zero for each), targets, mask weights.
-    squashing : {"appendix", "table10"}, default="appendix"
-        The ranges of g and h (see :func:`_g` and :func:`_h`).
+    squashing : {"appendix", "table10", "exp2"}, default="appendix"
+        The reading of g and h (see ``_SQUASHING``).
+    input_to_output : bool, default=False
+        Whether the output units also see the input (``head.weight_input``).
 
     Returns
     -------
@@ -229,15 +248,16 @@ def naive_truncated_loss_grad(params, input_size, hidden_size, n_outputs, block_
     """
     _check_loss_kind(loss_kind)
     params = np.asarray(params, dtype=np.float64)
-    net = _Net(params, input_size, hidden_size, n_outputs, block_size, squashing)
+    net = _Net(params, input_size, hidden_size, n_outputs, block_size, squashing,
+               input_to_output)
     grad = np.zeros_like(params)
-    grads = unpack(grad, CELL_LSTM1997, net.D, net.H, 1, net.K, net.S)
+    grads = unpack(grad, CELL_LSTM1997, net.D, net.H, 1, net.K, net.S,
+                   input_to_output)
     if not (len(X_list) == len(Y_list) == len(M_list)):
         raise ValueError("X_list, Y_list and M_list must have the same length")
     total_weight = float(sum(np.sum(np.asarray(m, dtype=np.float64)) for m in M_list))
     if total_weight <= 0.0:
         raise ValueError("the total mask weight must be positive")
-    W, b = net.blocks["head.weight"], net.blocks["head.bias"]
 
     loss = 0.0
     for X, Y, M in zip(X_list, Y_list, M_list):
@@ -251,8 +271,8 @@ def naive_truncated_loss_grad(params, input_size, hidden_size, n_outputs, block_
             r, s = step["r"], step["s"]
             _update_traces(net, step, dS_in, dS_c)
             if M[t] > 0.0:
-                step_loss, d_a = _step_loss_and_grad(W @ step["y_c"] + b, Y[t],
-                                                     loss_kind)
+                step_loss, d_a = _step_loss_and_grad(net.output_net_input(step),
+                                                     Y[t], loss_kind)
                 loss += M[t] * step_loss
                 _target_step_grad(net, grads, step, dS_in, dS_c, M[t] * d_a)
     grad /= total_weight
@@ -260,7 +280,8 @@ def naive_truncated_loss_grad(params, input_size, hidden_size, n_outputs, block_
 
 
 def naive_truncated_online(params, input_size, hidden_size, n_outputs, block_size,
-                           loss_kind, X, Y, M, learning_rate, squashing="appendix"):
+                           loss_kind, X, Y, M, learning_rate, squashing="appendix",
+                           input_to_output=False):
     """One sequence of on-line truncated learning, SGD after every target step.
 
     At each step t with ``M[t] > 0`` the weights become
@@ -276,9 +297,10 @@ def naive_truncated_online(params, input_size, hidden_size, n_outputs, block_siz
     """
     _check_loss_kind(loss_kind)
     params = np.array(params, dtype=np.float64)       # a private copy we update
-    net = _Net(params, input_size, hidden_size, n_outputs, block_size, squashing)
+    # (the blocks are views of params: the in-place updates below reach them)
+    net = _Net(params, input_size, hidden_size, n_outputs, block_size, squashing,
+               input_to_output)
     X, Y, M = _as_sequence(net, X, Y, M)
-    W, b = net.blocks["head.weight"], net.blocks["head.bias"]   # views of params
 
     r = np.zeros(net.U)
     s = np.zeros(net.H)
@@ -289,9 +311,10 @@ def naive_truncated_online(params, input_size, hidden_size, n_outputs, block_siz
         r, s = step["r"], step["s"]
         _update_traces(net, step, dS_in, dS_c)
         if M[t] > 0.0:
-            _, d_a = _step_loss_and_grad(W @ step["y_c"] + b, Y[t], loss_kind)
+            _, d_a = _step_loss_and_grad(net.output_net_input(step), Y[t], loss_kind)
             g_t = np.zeros_like(params)
-            grads = unpack(g_t, CELL_LSTM1997, net.D, net.H, 1, net.K, net.S)
+            grads = unpack(g_t, CELL_LSTM1997, net.D, net.H, 1, net.K, net.S,
+                           input_to_output)
             _target_step_grad(net, grads, step, dS_in, dS_c, M[t] * d_a)
             params -= learning_rate * g_t               # in place: views follow
     return params

@@ -292,6 +292,11 @@ BAD_INPUT_CASES = {
                                      squashing="logistic"),
     "squashing_table10_with_lstm": _param_case("squashing", cell="lstm",
                                                squashing="table10"),
+    "no_output_gate_with_lstm": _param_case("output_gate", cell="lstm",
+                                            output_gate=False),
+    "output_gate_bias_without_output_gate": _param_case(
+        "output_gate_bias", cell="lstm1997", output_gate=False,
+        output_gate_bias=-1.0),
     "clip_norm_0": _param_case("clip_norm", clip_norm=0.0),
     "alpha_negative": _param_case("alpha", alpha=-1.0),
     "output_bad": _param_case("output", output="all"),
@@ -542,6 +547,73 @@ def test_paper_experiment_4_network_has_93_parameters():
                         random_state=0).fit(X, y)
     assert est.n_params_ == 93
     assert est.params_.shape == (93,)
+
+
+def test_paper_experiment_2a_network_has_10504_parameters():
+    """Exps. 2a/2b (Table 10): one cell and its input gate, no output gate, no
+    biases, cell and gate seeing only the 101 inputs, and 101 logistic outputs
+    seeing the inputs and the cell (connectivity B): 2 * 101 + 101 * 102."""
+    from lstmforecast import tasks
+
+    data = tasks.noise_free_long_lag(3, np.random.default_rng(0), p=100)
+    est = LSTMRegressor(cell="lstm1997", hidden_size=1, block_size=1,
+                        squashing="exp2", output_gate=False, recurrent_weights=False,
+                        input_to_output=True, hidden_bias="none", output_bias=False,
+                        output="sequence", output_activation="sigmoid",
+                        optimizer="sgd", learning_rate=1.0, gradient="truncated",
+                        update="step", batch_size=1, init_scale=0.2, max_epochs=1,
+                        random_state=0).fit(data.X, data.Y)
+    assert est.n_params_ == 10504
+    w = est.get_weights(layout="native")
+    assert w["head.weight_input"].shape == (101, 101)
+    # frozen through training: no recurrent weights, the output gate held open
+    assert not np.any(w["weight_hh_l0"])
+    assert not np.any(w["weight_ih_l0"][2]) and w["bias_ih_l0"][2] == 40.0
+    assert np.any(w["weight_ih_l0"][:2])
+
+
+def test_frozen_recurrent_weights_and_open_output_gates():
+    """``recurrent_weights=False`` keeps every recurrent weight at 0 and
+    ``output_gate=False`` every output gate at exactly 1 through training (with
+    Adam and an L2 penalty, which would move any weight they reached)."""
+    X, y = _cube(24, n=16, T=5, D=2)
+    est = _reg(cell="lstm1997", hidden_size=4, block_size=2, output_gate=False,
+               recurrent_weights=False, dtype="float64", alpha=0.01,
+               learning_rate=0.05).fit(X, y)
+    full = _reg(cell="lstm1997", hidden_size=4, block_size=2).fit(X, y)
+    # 8 units see 2 inputs and 8 recurrent values, one bias each; the 2 output
+    # gates and all 8 x 8 recurrent weights go
+    assert full.n_params_ - est.n_params_ == 2 * (2 + 8 + 1) + 8 * 8 - 2 * 8
+    w = est.get_weights(layout="native")
+    assert not np.any(w["weight_hh_l0"])
+    assert not np.any(w["weight_ih_l0"][6:]) and np.all(w["bias_ih_l0"][6:] == 40.0)
+    from lstmforecast._data import check_sequences
+
+    seqs = check_sequences(est, X, est.params_.dtype, reset=False)
+    _, state = est._run_forward(seqs.X, seqs.lengths, True)
+    assert np.all(state[:, 0, 6:8] == 1.0)        # the output gates' activations
+    # (float32's sigmoid, a fast tanh, comes within one rounding of 1)
+    est32 = clone(est).set_params(dtype="float32").fit(X, y)
+    _, state = est32._run_forward(seqs.X.astype(np.float32), seqs.lengths, True)
+    assert np.all(state[:, 0, 6:8] >= np.float32(1.0) - 2e-7)
+    assert np.isfinite(est.loss_curve_[-1]) and est.loss_curve_[-1] < est.loss_curve_[0]
+
+
+def test_input_to_output_head_sees_the_input():
+    """``input_to_output=True``: the head also sees the input of the step; a
+    network whose cells are silenced still predicts through that path, and it
+    works with every estimator feature that touches the weights."""
+    X, y = _cube(25, n=20, T=5, D=2)
+    y = X[:, -1, 0] - 0.5 * X[:, -1, 1]      # a function of the last input only
+    est = _reg(input_to_output=True, max_epochs=60, learning_rate=0.05).fit(X, y)
+    assert est.score(X, y) > 0.9
+    w = est.get_weights()
+    assert w["head.weight_input"].shape == (1, 2)
+    assert est.n_params_ == _reg(max_epochs=1).fit(X, y).n_params_ + 2
+    w["head.weight"][...] = 0.0
+    est.set_weights(w)
+    assert_allclose(est.predict(X), X[:, -1] @ w["head.weight_input"][0]
+                    + w["head.bias"][0], rtol=1e-5, atol=1e-6)
 
 
 def _torch_lstm_count(input_size, hidden, layers, n_out):

@@ -480,6 +480,21 @@ def test_squashing_reaches_the_network_and_the_stream():
     assert not np.allclose(forecasts["appendix"], forecasts["table10"])
 
 
+@pytest.mark.parametrize("stateful", [False, True], ids=["windows", "stateful"])
+def test_input_to_output_reaches_the_network_and_the_stream(stateful):
+    """With ``input_to_output`` the head also sees the step's input: the regressor
+    gets the weights, and ``update(learn=True)`` trains them."""
+    y = _sine(120, seed=6)
+    model = (_stateful(input_to_output=True, max_epochs=3) if stateful
+             else _fc(input_to_output=True)).fit(y[:100])
+    weights = model.regressor_.get_weights()["head.weight_input"].copy()
+    assert weights.shape == (1, model.regressor_.input_size_)
+    model.update(y[100:110], learn=True)
+    after = model.regressor_.get_weights()["head.weight_input"]
+    assert not np.array_equal(after, weights)
+    assert np.all(np.isfinite(model.predict()))
+
+
 def test_init_only_assigns():
     model = LSTMForecaster(window=-3, strategy="nonsense", horizon=0)
     assert model.window == -3  # validated in fit, not in __init__

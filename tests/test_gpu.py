@@ -36,6 +36,7 @@ from lstmforecast._kernels import forward, loss_grad
 from lstmforecast._layout import (
     CELL_LSTM,
     CELL_LSTM1997,
+    CELL_LSTM1997_EXP2,
     CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
@@ -62,8 +63,9 @@ LOSS_NAMES = {LOSS_SQUARED: "sq", LOSS_SIGMOID_SQUARED: "sigsq",
               LOSS_SOFTMAX_XENT: "softmax", LOSS_LOGISTIC_XENT: "logistic"}
 # (cell, hidden_size, block_size)
 CELLS = [(CELL_LSTM, 3, 1), (CELL_LSTM1997, 3, 1), (CELL_LSTM1997, 4, 2),
-         (CELL_LSTM1997_TABLE10, 4, 2)]
-CELL_IDS = ["lstm-H3", "lstm1997-H3-S1", "lstm1997-H4-S2", "lstm1997table10-H4-S2"]
+         (CELL_LSTM1997_TABLE10, 4, 2), (CELL_LSTM1997_EXP2, 4, 2)]
+CELL_IDS = ["lstm-H3", "lstm1997-H3-S1", "lstm1997-H4-S2", "lstm1997table10-H4-S2",
+            "lstm1997exp2-H4-S2"]
 TOL = {np.float64: dict(rtol=1e-6, atol=1e-6), np.float32: dict(rtol=1e-4, atol=1e-4)}
 LENGTHS = (5, 1, 3, 6, 4, 2, 6)   # 7 sequences: 2 blocks of 4 threads
 
@@ -85,12 +87,13 @@ class Problem:
 
     def __init__(self, seed, cell, hidden_size, block_size, num_layers, loss_kind,
                  lengths=LENGTHS, input_size=2, n_outputs=3, dtype=np.float64,
-                 n_models=None):
+                 n_models=None, input_to_output=False):
         rng = np.random.default_rng(seed)
         self.dtype = dtype
         self.args = (cell, hidden_size, block_size, loss_kind)
         self.layout, n_params = make_layout(cell, input_size, hidden_size,
-                                            num_layers, n_outputs, block_size)
+                                            num_layers, n_outputs, block_size,
+                                            input_to_output)
         shape = (n_params,) if n_models is None else (n_models, n_params)
         self.params = rng.normal(scale=0.7, size=shape).astype(dtype)
         N, T = len(lengths), max(lengths)
@@ -192,6 +195,27 @@ def test_forward_matches_cpu(gpu, cell, hidden_size, block_size, num_layers,
             msg = f"loss_kind={loss_kind} state0={with_state0}"
             _close(out, ref_out, np.float64, msg)
             _close(state, ref_state, np.float64, msg)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
+@pytest.mark.parametrize("cell, hidden_size, block_size", CELLS[::2],
+                         ids=CELL_IDS[::2])
+def test_head_that_sees_the_input_matches_cpu(gpu, cell, hidden_size, block_size,
+                                              num_layers):
+    """``input_to_output`` (``head.weight_input``): gradient and both forward
+    modes as the CPU kernels."""
+    prob = Problem(8, cell, hidden_size, block_size, num_layers, LOSS_SIGMOID_SQUARED,
+                   input_to_output=True)
+    args = prob.data()
+    ref_loss, ref_grad = loss_grad(prob.params, *args, SEQ_INDEX, *prob.args, True)
+    loss, grad = gpu.gpu_loss_grad(prob.params, *args, SEQ_INDEX, *prob.args, True)
+    assert loss == pytest.approx(ref_loss, rel=1e-6, abs=1e-6)
+    _close(grad, ref_grad, np.float64)
+    for last_only in (False, True):
+        fargs = (prob.layout, prob.X, prob.lengths, prob.state0)
+        ref_out, _ = forward(prob.params, *fargs, *prob.args, last_only, True)
+        out, _ = gpu.gpu_forward(prob.params, *fargs, *prob.args, last_only, True)
+        _close(out, ref_out, np.float64, f"last_only={last_only}")
 
 
 @pytest.mark.parametrize("memory", ["shared", "global"])

@@ -32,6 +32,7 @@ from lstmforecast._kernels import forward, loss_grad
 from lstmforecast._layout import (
     CELL_LSTM,
     CELL_LSTM1997,
+    CELL_LSTM1997_EXP2,
     CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
@@ -62,12 +63,13 @@ LOSS_KINDS = [LOSS_SQUARED, LOSS_SIGMOID_SQUARED, LOSS_SOFTMAX_XENT, LOSS_LOGIST
 LOSS_NAMES = {LOSS_SQUARED: "sq", LOSS_SIGMOID_SQUARED: "sigsq",
               LOSS_SOFTMAX_XENT: "softmax", LOSS_LOGISTIC_XENT: "logistic"}
 
-# (cell, hidden_size, block_size); CELL_LSTM1997_TABLE10 is the 1997 cell with
-# Table 10's squashing ranges
+# (cell, hidden_size, block_size); CELL_LSTM1997_TABLE10 and CELL_LSTM1997_EXP2 are
+# the 1997 cell with Table 10's squashing ranges and with Exp. 2's squashing
 CELLS = [(CELL_LSTM, 3, 1), (CELL_LSTM1997, 3, 1), (CELL_LSTM1997, 4, 2),
-         (CELL_LSTM1997_TABLE10, 4, 2)]
+         (CELL_LSTM1997_TABLE10, 4, 2), (CELL_LSTM1997_EXP2, 4, 2)]
 CELL_NAMES = {CELL_LSTM: "lstm", CELL_LSTM1997: "lstm1997",
-              CELL_LSTM1997_TABLE10: "lstm1997table10"}
+              CELL_LSTM1997_TABLE10: "lstm1997table10",
+              CELL_LSTM1997_EXP2: "lstm1997exp2"}
 
 
 def _cell_id(cell, hidden_size, block_size):
@@ -84,15 +86,16 @@ class Problem:
 
     def __init__(self, seed, cell, input_size, hidden_size, num_layers, n_outputs,
                  block_size, loss_kind, lengths, param_scale=1.0,
-                 zero_mask_prob=0.3):
+                 zero_mask_prob=0.3, input_to_output=False):
         rng = np.random.default_rng(seed)
         self.cell, self.input_size, self.hidden_size = cell, input_size, hidden_size
         self.num_layers, self.n_outputs, self.block_size = (num_layers, n_outputs,
                                                             block_size)
         self.loss_kind = loss_kind
+        self.input_to_output = input_to_output
         self.shape_args = (cell, input_size, hidden_size, num_layers, n_outputs,
-                           block_size)
-        self.sizes = self.shape_args + (loss_kind,)
+                           block_size, input_to_output)
+        self.sizes = self.shape_args[:-1] + (loss_kind,)
         self.layout, n = make_layout(*self.shape_args)
         assert n == n_params(*self.shape_args)
         self.params = rng.normal(scale=param_scale, size=n)
@@ -161,11 +164,12 @@ class Problem:
         return naive_loss_grad(
             params, *self.sizes, [self.X_list[b] for b in seq_index],
             [self.Y_list[b] for b in seq_index], [self.M_list[b] for b in seq_index],
-            state0)
+            state0, input_to_output=self.input_to_output)
 
     def naive_forward(self, with_state0=True):
         return naive_forward(self.params, *self.sizes, self.X_list,
-                             self.state0 if with_state0 else None)
+                             self.state0 if with_state0 else None,
+                             input_to_output=self.input_to_output)
 
     def n_steps(self):
         return int(self.lengths.sum())
@@ -280,6 +284,40 @@ def test_forward_matches_naive(cell, hidden_size, block_size, num_layers, loss_k
         assert np.abs(out_zero[0, 0] - out[0, 0]).max() > 1e-6
 
 
+# (cell, hidden_size, block_size, num_layers)
+HEAD_INPUT_CASES = [(CELL_LSTM, 3, 1, 2), (CELL_LSTM1997, 4, 2, 1),
+                    (CELL_LSTM1997_EXP2, 4, 2, 1)]
+
+
+@pytest.mark.parametrize("cell, hidden_size, block_size, num_layers",
+                         HEAD_INPUT_CASES,
+                         ids=[f"{_cell_id(c, H, S)}-L{L}"
+                              for c, H, S, L in HEAD_INPUT_CASES])
+def test_head_that_sees_the_input_matches_naive(cell, hidden_size, block_size,
+                                                num_layers):
+    """``input_to_output`` (the paper's connectivity B): the head also sees the
+    network's input; every kernel path against the NumPy reference."""
+    prob = Problem(41, cell, 2, hidden_size, num_layers, 3, block_size,
+                   LOSS_SIGMOID_SQUARED, LENGTHS, input_to_output=True)
+    assert prob.layout[-1, 4] == 2
+    loss, grad = prob.kernel_loss_grad()
+    ref_loss, ref_grad = prob.naive_loss_grad()
+    assert np.abs(unpack(ref_grad, *prob.shape_args)["head.weight_input"]).max() > 1e-3
+    assert loss == pytest.approx(ref_loss, rel=1e-10)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-9,
+                               atol=1e-12 * np.abs(ref_grad).max())
+    ref_out, ref_state = prob.naive_forward()
+    out, state = prob.kernel_forward(last_only=False)
+    out_last, _ = prob.kernel_forward(last_only=True)
+    for b, T in enumerate(LENGTHS):
+        np.testing.assert_allclose(out[b, :T], ref_out[b], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(out_last[b, 0], ref_out[b][T - 1], rtol=1e-12,
+                                   atol=1e-14)
+    # the input's weights matter (otherwise this tests nothing)
+    unpack(prob.params, *prob.shape_args)["head.weight_input"][...] = 0.0
+    assert np.abs(prob.kernel_forward(last_only=False)[0] - out).max() > 1e-3
+
+
 # ----------------------------------------------------------------------------------
 # 2. Gradient against finite differences of the kernel's own loss
 # ----------------------------------------------------------------------------------
@@ -291,7 +329,8 @@ FD_SHAPES = {"T6-B3-H3": ((4, 1, 6), 3), "T8-B2-H4": ((8, 5), 4)}
 FD_CASES = [(cell, L, shape, k)
             for cell in (CELL_LSTM, CELL_LSTM1997) for L in (1, 2)
             for shape in FD_SHAPES for k in LOSS_KINDS]
-FD_CASES += [(CELL_LSTM1997_TABLE10, L, "T8-B2-H4", k) for L in (1, 2)
+FD_CASES += [(cell, L, "T8-B2-H4", k)
+             for cell in (CELL_LSTM1997_TABLE10, CELL_LSTM1997_EXP2) for L in (1, 2)
              for k in (LOSS_SQUARED, LOSS_SIGMOID_SQUARED)]
 
 

@@ -14,6 +14,7 @@ import pytest
 from lstmforecast._layout import (
     CELL_LSTM,
     CELL_LSTM1997,
+    CELL_LSTM1997_EXP2,
     CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
@@ -88,11 +89,12 @@ GRAD_CASES = (
     [(CELL_LSTM, 4, 1, L, k) for L in (1, 2) for k in LOSS_KINDS]
     + [(CELL_LSTM1997, H, S, L, k)
        for H, S in ((3, 1), (4, 2)) for L in (1, 2) for k in LOSS_KINDS]
-    + [(CELL_LSTM1997_TABLE10, 4, 2, L, k) for L in (1, 2)
-       for k in (LOSS_SQUARED, LOSS_SIGMOID_SQUARED)]
+    + [(cell, 4, 2, L, k) for cell in (CELL_LSTM1997_TABLE10, CELL_LSTM1997_EXP2)
+       for L in (1, 2) for k in (LOSS_SQUARED, LOSS_SIGMOID_SQUARED)]
 )
 CELL_NAMES = {CELL_LSTM: "lstm", CELL_LSTM1997: "lstm1997",
-              CELL_LSTM1997_TABLE10: "lstm1997table10"}
+              CELL_LSTM1997_TABLE10: "lstm1997table10",
+              CELL_LSTM1997_EXP2: "lstm1997exp2"}
 
 
 @pytest.mark.parametrize(
@@ -115,6 +117,30 @@ def test_grad_matches_finite_differences(cell, hidden_size, block_size, num_laye
     exact_blocks = unpack(grad, *shape_args)
     numeric_blocks = unpack(numeric, *shape_args)
     for name in block_names(cell, num_layers):
+        a, b = exact_blocks[name], numeric_blocks[name]
+        assert np.linalg.norm(a) > 1e-6, f"{name}: gradient vanishes, weak test"
+        assert _rel_err(a, b) <= RTOL, f"{name}: relative error {_rel_err(a, b):.3g}"
+
+
+@pytest.mark.parametrize("cell", [CELL_LSTM, CELL_LSTM1997_EXP2],
+                         ids=["lstm", "lstm1997exp2"])
+def test_head_that_sees_the_input_grad_matches_finite_differences(cell):
+    """``input_to_output``: the head's extra weights ``head.weight_input`` (after
+    ``head.bias``) and everything below them."""
+    input_size, n_outputs, block_size = 2, 3, 1 if cell == CELL_LSTM else 2
+    sizes = (cell, input_size, 4, 1, n_outputs, block_size, LOSS_SIGMOID_SQUARED)
+    params, X_list, Y_list, M_list, state0 = _problem(9, *sizes)
+    params = np.concatenate([params, np.random.default_rng(10).normal(
+        size=n_outputs * input_size)])
+    loss, grad = naive_loss_grad(params, *sizes, X_list, Y_list, M_list, state0,
+                                 input_to_output=True)
+    numeric = _central_differences(
+        lambda p: naive_loss(p, *sizes, X_list, Y_list, M_list, state0,
+                             input_to_output=True), params)
+    shape_args = sizes[:-1] + (True,)
+    exact_blocks = unpack(grad, *shape_args)
+    numeric_blocks = unpack(numeric, *shape_args)
+    for name in block_names(cell, 1, input_to_output=True):
         a, b = exact_blocks[name], numeric_blocks[name]
         assert np.linalg.norm(a) > 1e-6, f"{name}: gradient vanishes, weak test"
         assert _rel_err(a, b) <= RTOL, f"{name}: relative error {_rel_err(a, b):.3g}"

@@ -150,6 +150,14 @@ def _case_reg_truncated_table10():
     return est.fit(X, y), X
 
 
+def _case_reg_exp2_net_input_to_output():
+    X, y = _cube(17, n=10, T=5, D=3)
+    est = _reg(cell="lstm1997", hidden_size=2, block_size=1, squashing="exp2",
+               output_gate=False, recurrent_weights=False, input_to_output=True,
+               hidden_bias="none", output_bias=False, dtype="float64")
+    return est.fit(X, y), X
+
+
 def _case_reg_early_stopping():
     X, y = _table(7, n=20)
     est = _reg(early_stopping=True, validation_fraction=0.25, max_epochs=3)
@@ -223,6 +231,7 @@ ROUND_TRIP_CASES = {
     "reg_dataframe": _case_reg_dataframe,
     "reg_truncated_sigmoid": _case_reg_truncated_sigmoid,
     "reg_truncated_table10": _case_reg_truncated_table10,
+    "reg_exp2_net_input_to_output": _case_reg_exp2_net_input_to_output,
     "reg_early_stopping": _case_reg_early_stopping,
     "clf_binary_str": _case_clf_binary_str,
     "clf_binary_int": _case_clf_binary_int,
@@ -259,6 +268,7 @@ def test_round_trip_covers_both_dtypes_cells_outputs_and_label_kinds():
 
 
 CONTINUE_CASES = ["reg_table_float32", "reg_truncated_sigmoid", "reg_truncated_table10",
+                  "reg_exp2_net_input_to_output",
                   "clf_multiclass_str_object", "clf_sequence_str"]
 
 
@@ -688,6 +698,12 @@ MALFORMED = {
     "table10_squashing_on_lstm_cell": (
         _tamper("reg", _set(["fitted", "_net", "squashing"], "table10")),
         "applies to cell='lstm1997'"),
+    "input_to_output_not_bool": (
+        _tamper("reg", _set(["fitted", "_net", "input_to_output"], 1)),
+        "true or false"),
+    "input_to_output_without_its_weights": (
+        _tamper("reg", _set(["fitted", "_net", "input_to_output"], True)),
+        "network needs|shape"),
     "feature_names_wrong_length": (
         _tamper("reg", _set(["fitted", "feature_names_in_"], ["a", "b"])),
         "feature names"),
@@ -725,7 +741,7 @@ MALFORMED = {
     "numeric_classes_unsorted": (
         _tamper("clf_int", _arr("classes_", lambda a: a[::-1].copy())), "sorted"),
 }
-N_MALFORMED = 64
+N_MALFORMED = 66
 
 
 def test_malformed_matrix_is_counted():
@@ -762,21 +778,28 @@ def test_malformed_file_is_rejected_without_side_effects(case, good_files, tmp_p
 
 
 def test_file_from_before_the_squashing_parameter_loads_as_appendix(tmp_path):
-    """Files written before ``squashing`` existed lack it in the parameters and
-    in ``_net``: they load with the Appendix's reading and keep training."""
+    """Files written before ``squashing``, ``input_to_output``, ``output_gate`` and
+    ``recurrent_weights`` existed lack them in the parameters and in ``_net``: they
+    load as the network they were (the Appendix's squashing, a head that sees the
+    cells only) and keep training."""
     est, X = _case_reg_cube_lstm1997_f64_multi()
     est.save(tmp_path / "new.npz")
 
-    def drop_squashing(header, arrays):
-        del header["params"]["squashing"]
-        del header["fitted"]["_net"]["squashing"]
+    def drop_new_keys(header, arrays):
+        for key in ("squashing", "input_to_output", "output_gate",
+                    "recurrent_weights"):
+            del header["params"][key]
+        for key in ("squashing", "input_to_output"):
+            del header["fitted"]["_net"][key]
 
-    old = _tamper("new", drop_squashing)({"new": tmp_path / "new.npz"},
-                                         tmp_path / "old.npz")
+    old = _tamper("new", drop_new_keys)({"new": tmp_path / "new.npz"},
+                                        tmp_path / "old.npz")
     with np.load(old, allow_pickle=False) as z:
         assert b"squashing" not in z["header"].tobytes()
+        assert b"input_to_output" not in z["header"].tobytes()
     loaded = load(old)
-    assert loaded.squashing == "appendix" and loaded._net == est._net
+    assert loaded.squashing == "appendix" and not loaded.input_to_output
+    assert loaded._net == est._net
     _assert_same_predictions(est, loaded, X)
     loaded.partial_fit(X, est.predict(X))
 

@@ -29,11 +29,13 @@ except ImportError:  # tests/ imported as a package
 CELL = _layout.CELL_LSTM1997
 # the 1997 cell's codes by the squashing reading (Appendix or Table 10)
 SQUASHING_CELLS = {"appendix": _layout.CELL_LSTM1997,
-                   "table10": _layout.CELL_LSTM1997_TABLE10}
+                   "table10": _layout.CELL_LSTM1997_TABLE10,
+                   "exp2": _layout.CELL_LSTM1997_EXP2}
 
 
-def _problem(rng, D, H, S, K, lengths, loss_kind, dtype=np.float64, cell=CELL):
-    layout, n_params = _layout.make_layout(cell, D, H, 1, K, S)
+def _problem(rng, D, H, S, K, lengths, loss_kind, dtype=np.float64, cell=CELL,
+             input_to_output=False):
+    layout, n_params = _layout.make_layout(cell, D, H, 1, K, S, input_to_output)
     params = rng.uniform(-0.5, 0.5, n_params)
     N, T = len(lengths), max(lengths)
     X = np.zeros((N, T, D))
@@ -53,14 +55,16 @@ def _problem(rng, D, H, S, K, lengths, loss_kind, dtype=np.float64, cell=CELL):
             np.array(lengths, dtype=np.int64), Y.astype(dtype), M.astype(dtype))
 
 
+@pytest.mark.parametrize("input_to_output", [False, True], ids=["F", "B"])
 @pytest.mark.parametrize("squashing", sorted(SQUASHING_CELLS))
 @pytest.mark.parametrize("block_size,hidden", [(1, 3), (2, 4)])
 @pytest.mark.parametrize("loss_kind", [0, 1, 2, 3])
-def test_truncated_gradient_matches_oracle(block_size, hidden, loss_kind, squashing):
+def test_truncated_gradient_matches_oracle(block_size, hidden, loss_kind, squashing,
+                                           input_to_output):
     rng = np.random.default_rng(10 * block_size + loss_kind)
     D, K = 2, 3
     layout, p, X, lengths, Y, M = _problem(rng, D, hidden, block_size, K, [6, 1, 4],
-                                           loss_kind)
+                                           loss_kind, input_to_output=input_to_output)
     order = np.array([2, 0, 1], dtype=np.int64)
     loss, grad = truncated_loss_grad(p, layout, X, lengths, Y, M, order,
                                      SQUASHING_CELLS[squashing], hidden, block_size,
@@ -68,7 +72,8 @@ def test_truncated_gradient_matches_oracle(block_size, hidden, loss_kind, squash
     ref_loss, ref_grad = naive_truncated_loss_grad(
         p, D, hidden, K, block_size, loss_kind,
         [X[b, :lengths[b]] for b in order], [Y[b, :lengths[b]] for b in order],
-        [M[b, :lengths[b]] for b in order], squashing=squashing)
+        [M[b, :lengths[b]] for b in order], squashing=squashing,
+        input_to_output=input_to_output)
     assert np.linalg.norm(ref_grad) > 1e-3
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-10)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-9, atol=1e-12)
@@ -87,14 +92,17 @@ def test_float32_agrees_with_float64():
     assert np.linalg.norm(grad32 - grad64) <= 1e-4 * np.linalg.norm(grad64)
 
 
+@pytest.mark.parametrize("input_to_output", [False, True], ids=["F", "B"])
 @pytest.mark.parametrize("squashing", sorted(SQUASHING_CELLS))
 @pytest.mark.parametrize("loss_kind", [0, 1])
-def test_step_updates_match_online_oracle(loss_kind, squashing):
+def test_step_updates_match_online_oracle(loss_kind, squashing, input_to_output):
     rng = np.random.default_rng(7)
     D, H, S, K, lr = 2, 4, 2, 1, 0.3
-    layout, p, X, lengths, Y, M = _problem(rng, D, H, S, K, [8], loss_kind)
+    layout, p, X, lengths, Y, M = _problem(rng, D, H, S, K, [8], loss_kind,
+                                           input_to_output=input_to_output)
     expected = naive_truncated_online(p, D, H, K, S, loss_kind, X[0], Y[0], M[0], lr,
-                                      squashing=squashing)
+                                      squashing=squashing,
+                                      input_to_output=input_to_output)
     assert np.abs(expected - p).max() > 1e-3
     params = p.copy()
     opt_state = np.zeros((2, p.size))
@@ -156,8 +164,10 @@ def test_lstm_truncated_gradient_matches_forget_gate_oracle(loss_kind):
 
 @pytest.mark.parametrize("cell, H, S", [(_layout.CELL_LSTM, 3, 1),
                                         (_layout.CELL_LSTM1997, 4, 2),
-                                        (_layout.CELL_LSTM1997_TABLE10, 4, 2)],
-                         ids=["lstm", "lstm1997", "lstm1997-table10"])
+                                        (_layout.CELL_LSTM1997_TABLE10, 4, 2),
+                                        (_layout.CELL_LSTM1997_EXP2, 4, 2)],
+                         ids=["lstm", "lstm1997", "lstm1997-table10",
+                              "lstm1997-exp2"])
 def test_truncated_is_the_full_gradient_without_recurrent_weights(cell, H, S):
     """With ``weight_hh = 0`` the past reaches the loss only through the cell
     state, so the truncation drops nothing: the rule equals full BPTT (whose own
