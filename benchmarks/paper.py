@@ -72,6 +72,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 CHUNK = 500
+# tasks with a target at every step
+SEQUENCE_TASKS = ("reber", "2a", "2b")
 
 
 @dataclass
@@ -156,7 +158,19 @@ def _specs(full):
              budget=2_000_000),
     ]
     if full:
+        # Exps. 2a/2b: one cell and its input gate, no output gate, no biases, g
+        # logistic and h the identity, the outputs seeing the inputs too (Table
+        # 10's 10,504 weights); the cell joins when the error stops decreasing
+        exp2 = dict(hidden_size=1, block_size=1, squashing="exp2", output_gate=False,
+                    recurrent_weights=False, input_to_output=True,
+                    hidden_bias="none", output_bias=False, init_scale=0.2)
         rows += [
+            Spec("2a", "2a", dict(p=100), exp2, 1.0, "exp2", paper_after="5,040",
+                 paper_rate="100%", trials=18, budget=5_000_000,
+                 recipes=("paper",)),
+            Spec("2b", "2b", dict(p=100), exp2, 1.0, "exp2", paper_after="5,680",
+                 paper_rate="100%", trials=18, budget=5_000_000,
+                 recipes=("paper",)),
             Spec("2c", "2c", dict(q=1000, p=1000),
                  dict(hidden_size=2, block_size=1, hidden_bias="none",
                       output_bias=False, init_scale=0.2), 0.01, "successive",
@@ -217,6 +231,11 @@ def _make(spec, rng, n):
     if spec.task == "2c":
         data = tasks.long_lag_distractors(n, rng, **spec.kwargs)
         return data.X, data.y, None
+    if spec.task in ("2a", "2b"):
+        make = (tasks.noise_free_long_lag if spec.task == "2a"
+                else tasks.noise_free_random)
+        data = make(n, rng, **spec.kwargs)
+        return data.X, data.Y, data.mask
     if spec.task in ("3a", "3b", "3c"):
         data = tasks.two_sequence(n, rng, noise=spec.task == "3b",
                                   noisy_targets=spec.task == "3c", **spec.kwargs)
@@ -250,14 +269,14 @@ def _estimator(spec, recipe, seed):
                       # (the mean over its steps) learns it; an update at every
                       # step with lr 0.5 did not (the paper does not say which)
                       update="sequence" if spec.task == "reber" else "step",
-                      output="sequence" if spec.task == "reber" else "last")
+                      output="sequence" if spec.task in SEQUENCE_TASKS else "last")
         params.update(spec.net)
     else:
         params = dict(cell="lstm", gradient="bptt", optimizer="adam",
                       learning_rate=1e-2, batch_size=16, forget_gate_bias=3.0,
                       hidden_size=max(8, spec.net["hidden_size"]),
-                      output="sequence" if spec.task == "reber" else "last",
-                      output_activation="sigmoid" if spec.task == "reber"
+                      output="sequence" if spec.task in SEQUENCE_TASKS else "last",
+                      output_activation="sigmoid" if spec.task in SEQUENCE_TASKS
                       else "identity")
     return LSTMRegressor(shuffle=False, dtype="float64", random_state=seed, **params)
 
@@ -299,11 +318,62 @@ def _trial(spec, recipe, seed, seconds):
     start = time.perf_counter()
     if spec.task == "reber":
         out = _trial_reber(spec, recipe, seed, deadline)
+    elif spec.task in ("2a", "2b"):
+        out = _trial_exp2(spec, recipe, seed, deadline)
     else:
         out = _trial_online(spec, recipe, seed, deadline)
     out.update(exp=spec.exp, recipe=recipe, seed=seed,
                seconds=time.perf_counter() - start)
     return out
+
+
+EXP2_CHUNK = 100
+
+
+def _trial_exp2(spec, recipe, seed, deadline):
+    """Exps. 2a/2b: an error signal at every step, the cell added once the error
+    stops decreasing (the paper's sequential construction), success when 10,000
+    successive sequences have every output within 0.25 of its target (2a: at every
+    step; 2b: at the end). The cell is "absent" while its cell-input and
+    input-gate weights are -1000: g = 0 exactly, so it outputs 0 and no gradient
+    reaches it or its output weights; adding it restores their initial values."""
+    from lstmforecast import tasks
+
+    make = tasks.noise_free_long_lag if spec.task == "2a" else tasks.noise_free_random
+    rng = np.random.default_rng(seed)
+    model = _estimator(spec, recipe, seed)
+    data = make(1, rng, **spec.kwargs)
+    seen, best, added = 0, np.inf, False
+    recent_ok = np.zeros(0, dtype=bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.partial_fit(data.X, data.Y)           # builds the network
+        seen += 1
+        weights = model.get_weights(layout="native")
+        initial = weights["weight_ih_l0"][:2].copy()
+        weights["weight_ih_l0"][:2] = -1000.0
+        model.set_weights(weights, layout="native")
+        while seen < spec.budget and time.perf_counter() < deadline:
+            data = make(EXP2_CHUNK, rng, **spec.kwargs)
+            pred = np.asarray(model.predict(data.X), dtype=np.float64)
+            err = np.abs(pred - data.Y)
+            ok = (err.max(axis=(1, 2)) if spec.task == "2a"
+                  else err[:, -1].max(axis=1)) < 0.25
+            recent_ok = np.concatenate([recent_ok, ok])[-10_000:]
+            if len(recent_ok) == 10_000 and recent_ok.all():
+                break
+            mse = float(((pred - data.Y) ** 2).sum(axis=2).mean())
+            if not added and mse >= 0.99 * best:
+                weights = model.get_weights(layout="native")
+                weights["weight_ih_l0"][:2] = initial
+                model.set_weights(weights, layout="native")
+                added = True
+            best = min(best, mse)
+            model.partial_fit(data.X, data.Y)
+            seen += EXP2_CHUNK
+    # (no test set: "wrong" counts the last 10,000 sequences as processed)
+    return dict(success=bool(len(recent_ok) == 10_000 and recent_ok.all()),
+                sequences=seen, wrong=int((~recent_ok).sum()), n_test=len(recent_ok))
 
 
 def _trial_online(spec, recipe, seed, deadline):
@@ -411,8 +481,10 @@ def _network_text(spec, recipe):
         n_blocks = spec.net["hidden_size"] // spec.net["block_size"]
         linear = ", linear out" if _linear_output(spec) else ""
         table10 = ", Table 10 g/h" if _table10(spec) else ""
+        exp2 = (", g logistic, h id, no out gate, outputs see inputs"
+                if spec.net.get("squashing") == "exp2" else "")
         return (f"{n_blocks}x{spec.net['block_size']} lstm1997, lr {spec.lr:g}"
-                f"{linear}{table10}")
+                f"{linear}{table10}{exp2}")
     return f"lstm {max(8, spec.net['hidden_size'])}, Adam"
 
 

@@ -35,6 +35,44 @@ def test_quick_rows_and_recipes(paper):
     full = paper._specs(True)
     assert [s.kwargs["T"] for s in full if s.exp == "4"
             and s.net.get("output_activation") == "identity"] == [100, 500, 1000]
+    # Exps. 1 and 2c also with Table 10's squashing (Exp. 1 then updating after
+    # every step); 2a/2b only in the full run
+    table10 = [(s.exp, s.net.get("update"), s.recipes) for s in paper._specs(False)
+               if s.net.get("squashing") == "table10"]
+    assert table10 == [("1", "step", ("paper",)), ("2c", None, ("paper",))]
+    assert len([s for s in full if s.net.get("squashing") == "table10"]) == 6
+    assert [(s.exp, s.net["squashing"]) for s in full if s.exp in ("2a", "2b")] == [
+        ("2a", "exp2"), ("2b", "exp2")]
+
+
+def test_exp2_cell_is_absent_while_its_input_weights_are_minus_1000(paper):
+    """The sequential construction of Exps. 2a/2b: with its cell-input and
+    input-gate weights at -1000 the cell outputs exactly 0, and training moves
+    neither them nor the cell's output weights."""
+    import numpy as np
+
+    from lstmforecast import tasks
+
+    spec = next(s for s in paper._specs(True) if s.exp == "2a")
+    rng = np.random.default_rng(0)
+    data = tasks.noise_free_long_lag(4, rng, p=10)
+    model = paper._estimator(spec, "paper", 0).partial_fit(data.X, data.Y)
+    assert model.n_params_ == 11 * 2 + 11 * 12          # Table 10's count at p=10
+    weights = model.get_weights(layout="native")
+    weights["weight_ih_l0"][:2] = -1000.0
+    model.set_weights(weights, layout="native")
+    no_cell = model.get_weights(layout="native")
+    no_cell["head.weight"][...] = 0.0
+    twin = paper._estimator(spec, "paper", 0).partial_fit(data.X, data.Y)
+    twin.set_weights(no_cell, layout="native")
+    assert np.array_equal(model.predict(data.X), twin.predict(data.X))
+    more = tasks.noise_free_long_lag(20, rng, p=10)
+    model.partial_fit(more.X, more.Y)
+    after = model.get_weights(layout="native")
+    assert np.array_equal(after["weight_ih_l0"][:2], weights["weight_ih_l0"][:2])
+    assert np.array_equal(after["head.weight"], weights["head.weight"])
+    assert not np.array_equal(after["head.weight_input"],
+                              weights["head.weight_input"])
 
 
 def test_a_run_writes_both_tables(tmp_path):
