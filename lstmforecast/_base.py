@@ -115,8 +115,8 @@ class BaseLSTM(BaseEstimator):
     }
 
     def __init__(self, hidden_size=32, *, num_layers=1, cell="lstm", block_size=1,
-                 squashing="appendix", gradient="bptt", update="sequence", optimizer="adam",
-                 learning_rate=1e-3,
+                 squashing="appendix", gradient="bptt", update="sequence",
+                 optimizer="adam", learning_rate=1e-3,
                  momentum=0.0, nesterov=False, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, batch_size=32, max_epochs=200, shuffle=True,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,

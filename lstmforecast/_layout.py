@@ -75,17 +75,17 @@ CELL_CODES = {"lstm": CELL_LSTM, "lstm1997": CELL_LSTM1997}
 SQUASHINGS = ("appendix", "table10", "exp2")
 _SQUASHING_CODES = {"table10": CELL_LSTM1997_TABLE10, "exp2": CELL_LSTM1997_EXP2}
 
+LOSS_SQUARED = 0
+LOSS_SIGMOID_SQUARED = 1
+LOSS_SOFTMAX_XENT = 2
+LOSS_LOGISTIC_XENT = 3
+
 
 def cell_code(cell, squashing="appendix"):
     """The kernels' code of a cell name and its ``squashing`` reading."""
     if cell == "lstm1997" and squashing in _SQUASHING_CODES:
         return _SQUASHING_CODES[squashing]
     return CELL_CODES[cell]
-
-LOSS_SQUARED = 0
-LOSS_SIGMOID_SQUARED = 1
-LOSS_SOFTMAX_XENT = 2
-LOSS_LOGISTIC_XENT = 3
 
 
 def n_units(cell, hidden_size, block_size=1):

@@ -236,8 +236,8 @@ class LSTMForecaster(BaseEstimator):
         ``shuffle`` and ``early_stopping`` do not apply), and :meth:`update` costs
         one O(weights) step per new observation (see the Notes).
     hidden_size, num_layers, cell, block_size, squashing, gradient, optimizer, \
-learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, batch_size, max_epochs, shuffle, \
-early_stopping, validation_fraction, n_iter_no_change, tol, clip_norm, alpha, \
+learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, batch_size, max_epochs, \
+shuffle, early_stopping, validation_fraction, n_iter_no_change, tol, clip_norm, alpha, \
 init_scale, input_gate_bias, output_gate_bias, hidden_bias, output_bias, \
 input_to_output, dtype, device, random_state, verbose
         Passed on to :class:`~lstmforecast.LSTMRegressor` (see there), with

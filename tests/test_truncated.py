@@ -110,8 +110,8 @@ def test_step_updates_match_online_oracle(loss_kind, squashing, input_to_output)
     ones = np.ones_like(p)
     losses, sizes, failed = train_truncated(
         params, layout, X, lengths, Y, M, np.zeros(1, dtype=np.int64), 1, 0, 1,
-        SQUASHING_CELLS[squashing], H, S, loss_kind, True, OPT_SGD, opt_state, step, make_hyper(lr, momentum=0.0),
-        ones, ones)
+        SQUASHING_CELLS[squashing], H, S, loss_kind, True, OPT_SGD, opt_state, step,
+        make_hyper(lr, momentum=0.0), ones, ones)
     assert failed == -1
     assert step[0] == np.count_nonzero(M[0])
     np.testing.assert_allclose(params, expected, rtol=1e-10, atol=1e-13)
