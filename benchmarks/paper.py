@@ -64,12 +64,13 @@ h the identity (``squashing="exp2"``), cell and gate seeing only the inputs
 (``input_to_output=True``): Table 10's 10,504 weights. The cell joins once the
 training error stops decreasing, the paper's sequential construction (see
 :func:`_trial_exp2`). It has not learned the long lag in any run so far (2a and 2b,
-learning rates 1.0, 0.3 and 0.1, up to 34,000 sequences, against the paper's 5,040
-and 5,680): the outputs learn every local transition, but the cell becomes a bias
-unit. Its state climbs through the sequence (about 11-17 at the end), its output
-weights to x and y turn negative (about -1.2), and the final x/y outputs saturate at
-0, where the logistic's slope leaves no error to learn from; the first symbol moves
-the state by only about 0.03 more for x than for y.
+learning rates 1.0, 0.3 and 0.1, with and without the construction, up to 34,000
+sequences, against the paper's 5,040 and 5,680): the outputs learn every local
+transition, but the cell becomes a bias unit. Its state climbs through the sequence
+(about 11-17 at the end), its output weights to x and y turn negative (about -1.2),
+and the final x/y outputs saturate at 0, where the logistic's slope leaves no error
+to learn from; the first symbol moves the state by only about 0.03 more for x than
+for y.
 """
 
 from __future__ import annotations

@@ -576,6 +576,8 @@ def test_frozen_recurrent_weights_and_open_output_gates():
     """``recurrent_weights=False`` keeps every recurrent weight at 0 and
     ``output_gate=False`` every output gate at exactly 1 through training (with
     Adam and an L2 penalty, which would move any weight they reached)."""
+    from lstmforecast._data import check_sequences
+
     X, y = _cube(24, n=16, T=5, D=2)
     est = _reg(cell="lstm1997", hidden_size=4, block_size=2, output_gate=False,
                recurrent_weights=False, dtype="float64", alpha=0.01,
@@ -587,8 +589,6 @@ def test_frozen_recurrent_weights_and_open_output_gates():
     w = est.get_weights(layout="native")
     assert not np.any(w["weight_hh_l0"])
     assert not np.any(w["weight_ih_l0"][6:]) and np.all(w["bias_ih_l0"][6:] == 40.0)
-    from lstmforecast._data import check_sequences
-
     seqs = check_sequences(est, X, est.params_.dtype, reset=False)
     _, state = est._run_forward(seqs.X, seqs.lengths, True)
     assert np.all(state[:, 0, 6:8] == 1.0)        # the output gates' activations
@@ -600,9 +600,9 @@ def test_frozen_recurrent_weights_and_open_output_gates():
 
 
 def test_input_to_output_head_sees_the_input():
-    """``input_to_output=True``: the head also sees the input of the step; a
-    network whose cells are silenced still predicts through that path, and it
-    works with every estimator feature that touches the weights."""
+    """``input_to_output=True``: the head also sees the input of the step, its
+    weights travel through get_weights / set_weights, and a network whose cells
+    are silenced still predicts through that path."""
     X, y = _cube(25, n=20, T=5, D=2)
     y = X[:, -1, 0] - 0.5 * X[:, -1, 1]      # a function of the last input only
     est = _reg(input_to_output=True, max_epochs=60, learning_rate=0.05).fit(X, y)

@@ -313,6 +313,10 @@ def test_head_that_sees_the_input_matches_naive(cell, hidden_size, block_size,
         np.testing.assert_allclose(out[b, :T], ref_out[b], rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(out_last[b, 0], ref_out[b][T - 1], rtol=1e-12,
                                    atol=1e-14)
+        # the one-sequence kernels (batch_size=1) do the chunk kernels' arithmetic
+        one = _loss_grad_one(prob, b)
+        chunk = prob.kernel_loss_grad(seq_index=np.array([b]))
+        assert one[0] == chunk[0] and one[1].tobytes() == chunk[1].tobytes()
     # the input's weights matter (otherwise this tests nothing)
     unpack(prob.params, *prob.shape_args)["head.weight_input"][...] = 0.0
     assert np.abs(prob.kernel_forward(last_only=False)[0] - out).max() > 1e-3
