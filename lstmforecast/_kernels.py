@@ -102,21 +102,6 @@ def _mm_set(A, B, C):
 
 
 @njit(**_JIT)
-def _mm_add(A, B, C):
-    """``C += A @ B`` for ``A (m, k)``, ``B (k, n)`` (lanes ``n`` innermost)."""
-    m, k = A.shape
-    n = B.shape[1]
-    if n > 1 and m * k * n >= _BLAS_MIN_WORK:
-        C += np.dot(A, B)
-        return
-    for i in range(m):
-        for p in range(k):
-            a = A[i, p]
-            for j in range(n):
-                C[i, j] += a * B[p, j]
-
-
-@njit(**_JIT)
 def _mm_tn(A, B, C):
     """``C += A.T @ B`` for ``A (k, m)``, ``B (k, n)``."""
     k, m = A.shape
@@ -588,8 +573,9 @@ def _head(params, layout, h, x, logits):
     _mm_set(params[off_w:off_w + n_out * H].reshape((n_out, H)), h, logits)
     if d_in > 0:
         off_wx = off_b + n_out
-        _mm_add(params[off_wx:off_wx + n_out * d_in].reshape((n_out, d_in)), x,
-                logits)
+        # (C += W @ x, as _mm_tn's C += A.T @ B with A = W.T)
+        _mm_tn(params[off_wx:off_wx + n_out * d_in].reshape((n_out, d_in)).T, x,
+               logits)
     for k in range(n_out):
         b = params[off_b + k]
         for j in range(n):
@@ -1356,8 +1342,8 @@ def _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, cell,
         wbuf = sbuf = np.empty(0, dtype=dt)
     _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_kind,
                    last_only, out, state, xs, active, np.empty((n_units, n), dtype=dt),
-                   rs, cs, np.empty((n_out, n), dtype=dt), np.zeros((D, n), dtype=dt),
-                   wbuf, sbuf)
+                   rs, cs, np.empty((n_out, n), dtype=dt),
+                   np.zeros((layout[n_layers, 4], n), dtype=dt), wbuf, sbuf)
 
 
 @njit(**_JIT)
@@ -1366,7 +1352,7 @@ def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_k
                    sbuf):
     """The time loop of :func:`_forward_chunk` (buffers allocated there; stacked
     products when ``wbuf`` is not empty; ``x_last (D, n)`` keeps each lane's input
-    at its last step for a head that sees the input)."""
+    at its last step for a head that sees the input, ``(0, n)`` otherwise)."""
     # (views of borrowed arguments carry no reference count; see _views)
     params = borrowed(params)
     xs = borrowed(xs)
@@ -1379,7 +1365,7 @@ def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_k
     wbuf = borrowed(wbuf)
     sbuf = borrowed(sbuf)
     n_layers = rs.shape[1]
-    keep_last_input = last_only and layout[n_layers, 4] > 0
+    keep_last_input = last_only and x_last.shape[0] > 0
     n_units = act.shape[0]
     n_rec = rs.shape[2]
     n = rows.shape[0]

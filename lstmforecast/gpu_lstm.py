@@ -253,13 +253,13 @@ def _kernels(dtype_char):
         n_layers = layout.shape[0] - 1
         off_w = layout[n_layers, 0]
         off_b = layout[n_layers, 1]
+        d_in = layout[n_layers, 4]
         for k in range(n_out):
             g = logits[k, s]
             G[m, off_b + k, i] += g
             row = off_w + k * H
             for j in range(H):
                 G[m, row + j, i] += g * rs[tn, top, j, s]
-            d_in = layout[n_layers, 4]
             row = off_b + n_out + k * d_in
             for d in range(d_in):
                 G[m, row + d, i] += g * X[b, t, d]
