@@ -34,13 +34,21 @@ WORKLOADS = {
     "medium": (8, 128, 100, 64, 2, 1),
     "large": (32, 256, 100, 128, 1, 1),
     "online": (2, 4, 100, 1, 256, 1),
+    # as "online", but X a list of sequences of lengths T..T+T/10 (the paper's tasks)
+    "online_ragged": (2, 4, 100, 1, 256, 1),
 }
+RAGGED = frozenset({"online_ragged"})
 
 
-def _data(D, T, n, seed=0):
+def _data(D, T, n, ragged=False, seed=0):
+    """``(X, y)``: an array ``(n, T, D)``, or a list of ``(T_i, D)`` arrays."""
     rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, T, D)).astype(np.float32)
-    y = X[:, :5, 0].sum(axis=1).astype(np.float32)
+    if ragged:
+        X = [rng.normal(size=(T_i, D)).astype(np.float32)
+             for T_i in rng.integers(T, T + T // 10 + 1, size=n)]
+    else:
+        X = rng.normal(size=(n, T, D)).astype(np.float32)
+    y = np.array([x[:5, 0].sum() for x in X], dtype=np.float32)
     return X, y
 
 
@@ -48,12 +56,12 @@ def _weights_per_step(D, H):
     return 4 * H * (D + H) + 8 * H
 
 
-def time_ours(D, H, T, B, n_batches, epochs, repeats):
+def time_ours(D, H, T, B, n_batches, epochs, repeats, ragged=False):
     from sklearn.exceptions import ConvergenceWarning
 
     from lstmforecast import LSTMRegressor
 
-    X, y = _data(D, T, B * n_batches)
+    X, y = _data(D, T, B * n_batches, ragged)
     model = LSTMRegressor(hidden_size=H, batch_size=B, max_epochs=epochs,
                           n_iter_no_change=epochs + 1, shuffle=False,
                           learning_rate=1e-3, dtype="float32", random_state=0)
@@ -72,11 +80,17 @@ def time_ours(D, H, T, B, n_batches, epochs, repeats):
     return statistics.median(fit_times), statistics.median(predict_times)
 
 
-def time_torch(D, H, T, B, n_batches, epochs, repeats):
+def time_torch(D, H, T, B, n_batches, epochs, repeats, ragged=False):
     import torch
 
-    X, y = _data(D, T, B * n_batches)
-    Xt = torch.from_numpy(X)
+    X, y = _data(D, T, B * n_batches, ragged)
+    if ragged:  # batches of one sequence each (B = 1): no padding needed
+        Xt = [torch.from_numpy(x)[None] for x in X]
+        lengths = torch.tensor([len(x) for x in X])
+        padded = torch.nn.utils.rnn.pad_sequence([x[0] for x in Xt],
+                                                 batch_first=True)
+    else:
+        Xt = torch.from_numpy(X)
     yt = torch.from_numpy(y)[:, None]
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(D, H, batch_first=True)
@@ -87,7 +101,7 @@ def time_torch(D, H, T, B, n_batches, epochs, repeats):
         opt = torch.optim.Adam(params, lr=1e-3)
         for _ in range(epochs):
             for b in range(n_batches):
-                xb = Xt[b * B:(b + 1) * B]
+                xb = Xt[b] if ragged else Xt[b * B:(b + 1) * B]
                 yb = yt[b * B:(b + 1) * B]
                 opt.zero_grad()
                 out, _ = lstm(xb)
@@ -97,8 +111,14 @@ def time_torch(D, H, T, B, n_batches, epochs, repeats):
 
     def predict():
         with torch.no_grad():
-            out, _ = lstm(Xt)
-            head(out[:, -1])
+            if ragged:
+                packed = torch.nn.utils.rnn.pack_padded_sequence(
+                    padded, lengths, batch_first=True, enforce_sorted=False)
+                _, (h_last, _) = lstm(packed)
+                head(h_last[-1])
+            else:
+                out, _ = lstm(Xt)
+                head(out[:, -1])
 
     fit()
     predict()
@@ -124,8 +144,11 @@ def run_speed(names, repeats, threads):
     rows = []
     for name in names:
         D, H, T, B, n_batches, epochs = WORKLOADS[name]
-        steps = B * n_batches * T
-        ours_fit, ours_pred = time_ours(D, H, T, B, n_batches, epochs, repeats)
+        ragged = name in RAGGED
+        X, _ = _data(D, T, B * n_batches, ragged)
+        steps = sum(len(x) for x in X)
+        ours_fit, ours_pred = time_ours(D, H, T, B, n_batches, epochs, repeats,
+                                        ragged)
         row = {
             "workload": name, "D": D, "H": H, "T": T, "B": B,
             "train_steps_per_s": steps * epochs / ours_fit,
@@ -133,7 +156,8 @@ def run_speed(names, repeats, threads):
             "gflops": 6 * _weights_per_step(D, H) * steps * epochs / ours_fit / 1e9,
         }
         if have_torch:
-            torch_fit, torch_pred = time_torch(D, H, T, B, n_batches, epochs, repeats)
+            torch_fit, torch_pred = time_torch(D, H, T, B, n_batches, epochs, repeats,
+                                               ragged)
             row["torch_train_steps_per_s"] = steps * epochs / torch_fit
             row["train_ratio"] = torch_fit / ours_fit
             row["predict_ratio"] = torch_pred / ours_pred

@@ -171,6 +171,29 @@ BAD_INPUT_CASES = {
         _seq_reg, "fit",
         lambda: (_ragged(1)[0],
                  [_with(x[:, 0], -1, np.nan) for x in _ragged(1)[0]], {}), "NaN"),
+    # (ragged items that are plain arrays skip check_array unless it must speak)
+    "inf_in_X_ragged": _fit_case(
+        lambda: ([_with(x, (1, 1), -np.inf) if i == 2 else x
+                  for i, x in enumerate(_ragged(1)[0])], _ragged(1)[1], {}),
+        r"X\[2\] contains infinity"),
+    "float32_overflow_in_X_ragged": _fit_case(
+        lambda: ([_with(x, (0, 0), 1e39) if i == 1 else x
+                  for i, x in enumerate(_ragged(1)[0])], _ragged(1)[1], {}),
+        r"X\[1\] contains infinity", est=lambda: _reg(dtype="float32")),
+    "empty_item_in_X_ragged": _fit_case(
+        lambda: ([x if i != 3 else x[:0] for i, x in enumerate(_ragged(1)[0])],
+                 _ragged(1)[1], {}), "0 sample"),
+    "inf_in_y_ragged_sequence": BadCase(
+        _seq_reg, "fit",
+        lambda: (_ragged(1)[0], [_with(x[:, 0], 0, np.inf) if i == 4 else x[:, 0]
+                                 for i, x in enumerate(_ragged(1)[0])], {}),
+        r"y\[4\] contains infinity"),
+    "nan_in_mask_ragged": BadCase(
+        _seq_reg, "fit",
+        lambda: (_ragged(1)[0], [x[:, 0] for x in _ragged(1)[0]],
+                 {"mask": [_with(np.ones(len(x)), 0, np.nan) if i == 1
+                           else np.ones(len(x)) for i, x in enumerate(_ragged(1)[0])]}),
+        r"mask\[1\] contains NaN"),
     "nan_in_X_classifier": _fit_case(
         lambda: (_with(_table(1)[0], (3, 2), np.nan), _table(1)[1] > 0, {}), "NaN",
         est=_clf),
@@ -422,6 +445,49 @@ def test_ragged_list_input(item_ndim):
     pred = est.predict(X)
     assert isinstance(pred, np.ndarray) and pred.shape == (8,)
     assert np.all(np.isfinite(pred))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_ragged_fast_validation_equals_check_array(dtype):
+    """Ragged items that are plain NumPy arrays skip scikit-learn's check_array
+    (0.1 ms each); the packed sequences, targets and mask equal those of the same
+    data given as nested lists, which go through check_array."""
+    from lstmforecast._data import check_mask, check_sequences, step_targets
+
+    rng = np.random.default_rng(3)
+    lengths = (3, 1, 5, 2)
+    X = [rng.normal(size=(lengths[0], 2)),
+         rng.integers(-3, 4, size=(lengths[1], 2)),
+         rng.normal(size=(lengths[2], 2)).astype(np.float32),
+         rng.uniform(size=(lengths[3], 2)) > 0.5]
+    Y = [rng.integers(0, 2, size=T) for T in lengths]
+    Y[0] = rng.normal(size=(lengths[0], 1))
+    M = [rng.uniform(size=T) for T in lengths]
+    M[1] = np.ones(1, dtype=np.int64)
+    copies = [np.copy(a) for a in X + Y + M]
+
+    def pack(X, Y, M):
+        est = _reg(output="sequence", dtype=dtype)
+        seqs = check_sequences(est, X, np.dtype(dtype), reset=True)
+        rows, squeeze = step_targets(seqs, Y, "sequence", np.dtype(dtype))
+        return seqs, rows, squeeze, check_mask(seqs, M, "sequence", np.dtype(dtype))
+
+    fast = pack(X, Y, M)
+    slow = pack(*[[a.tolist() for a in items] for items in (X, Y, M)])
+    assert fast[0].X.dtype == np.dtype(dtype)
+    assert_array_equal = np.testing.assert_array_equal
+    assert_array_equal(fast[0].X, slow[0].X)
+    assert_array_equal(fast[0].lengths, slow[0].lengths)
+    assert fast[2] == slow[2]
+    for a, b in zip(fast[1], slow[1]):
+        assert a.dtype == b.dtype == np.dtype(dtype)
+        assert_array_equal(a, b)
+    assert_array_equal(fast[3], slow[3])
+    # the caller's arrays are untouched, and the packed input is not a view of them
+    fast[0].X[...] = 0.0
+    for a, b in zip(X + Y + M, copies):
+        assert a.dtype == b.dtype
+        assert_array_equal(a, b)
 
 
 def test_ragged_prediction_equals_prediction_alone():
