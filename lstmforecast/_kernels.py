@@ -27,6 +27,7 @@ from ._views import borrowed
 from ._layout import (
     CELL_LSTM,
     CELL_LSTM1997_EXP2,
+    CELL_LSTM1997_EXP2_CENTERED,
     CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
@@ -317,6 +318,8 @@ def _squashing(cell):
         return 1.0, 0.0, 0.5, 1.0, 2.0, 1.0, False
     if cell == CELL_LSTM1997_EXP2:       # Exps. 2a/2b: g logistic, h identity
         return 0.5, 0.5, 0.25, 4.0, 1.0, 1.0, True
+    if cell == CELL_LSTM1997_EXP2_CENTERED:   # g in [-1, 1], h identity
+        return 1.0, 0.0, 0.5, 1.0, 1.0, 1.0, True
     return 2.0, 0.0, 1.0, 0.25, 1.0, 0.5, False   # the Appendix
 
 

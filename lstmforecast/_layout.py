@@ -43,7 +43,9 @@ These are the squashing ranges of the paper's Appendix and prose (g in [-2, 2], 
 the same network and layout with ``g(z) = tanh(z / 2)`` and ``h(s) = 2 tanh(s / 2)``.
 ``squashing="exp2"`` (code ``CELL_LSTM1997_EXP2``) is the cell of Exps. 2a/2b:
 ``g(z) = 1 / (1 + e^-z)`` in [0, 1] (computed as ``0.5 + 0.5 tanh(z / 2)``) and
-``h(s) = s``.
+``h(s) = s``. ``squashing="exp2_centered"`` (code ``CELL_LSTM1997_EXP2_CENTERED``)
+reads Table 10's "g1" for Exps. 2a/2b like its "h1" and "g2" under the Appendix, a
+logistic scaled to [-1, 1]: ``g(z) = tanh(z / 2)`` and ``h(s) = s``.
 
 In both cells the output of a layer at step t (fed to the next layer and the head)
 is ``r_t[:H]``. The recurrent state of a layer is ``[r (R values), c (H values)]``
@@ -71,9 +73,11 @@ CELL_LSTM = 0
 CELL_LSTM1997 = 1
 CELL_LSTM1997_TABLE10 = 2
 CELL_LSTM1997_EXP2 = 3
+CELL_LSTM1997_EXP2_CENTERED = 4
 CELL_CODES = {"lstm": CELL_LSTM, "lstm1997": CELL_LSTM1997}
-SQUASHINGS = ("appendix", "table10", "exp2")
-_SQUASHING_CODES = {"table10": CELL_LSTM1997_TABLE10, "exp2": CELL_LSTM1997_EXP2}
+SQUASHINGS = ("appendix", "table10", "exp2", "exp2_centered")
+_SQUASHING_CODES = {"table10": CELL_LSTM1997_TABLE10, "exp2": CELL_LSTM1997_EXP2,
+                    "exp2_centered": CELL_LSTM1997_EXP2_CENTERED}
 
 LOSS_SQUARED = 0
 LOSS_SIGMOID_SQUARED = 1

@@ -27,7 +27,7 @@ _SHARED_DOC = """
         ``block_size`` cells sharing an input and an output gate).
     block_size : int, default=1
         Cells per memory block (``cell="lstm1997"``).
-    squashing : {"appendix", "table10"}, default="appendix"
+    squashing : {"appendix", "table10", "exp2", "exp2_centered"}, default="appendix"
         The squashing ranges of ``cell="lstm1997"``, where the paper contradicts
         itself. ``"appendix"`` (the Appendix and the prose): cell input
         ``g(z) = 2 tanh(z / 2)`` in [-2, 2], cell output ``h(s) = tanh(s / 2)`` in
@@ -35,6 +35,10 @@ _SHARED_DOC = """
         [-1, 1], ``h(s) = 2 tanh(s / 2)`` in [-2, 2]; with it the paper's embedded
         Reber (Exp. 1) and distractor (Exp. 2c) settings learn much more reliably.
         ``"exp2"`` (Exps. 2a/2b): ``g`` the logistic in [0, 1], ``h`` the identity.
+        ``"exp2_centered"``: ``g(z) = tanh(z / 2)`` in [-1, 1], ``h`` the identity
+        (Table 10's "g1" read like its "h1" and "g2"); with it Exp. 2a learns,
+        while with ``"exp2"`` the state sums to about 25 over its 100 steps and
+        training at the paper's rate diverges.
     gradient : {"bptt", "truncated"}, default="bptt"
         ``"bptt"``: full-gradient backpropagation through time. ``"truncated"``:
         the 1997 paper's rule (Appendix A.1): error flows back in time only through

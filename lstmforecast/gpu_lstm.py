@@ -57,6 +57,7 @@ from . import config
 from ._layout import (
     CELL_LSTM,
     CELL_LSTM1997_EXP2,
+    CELL_LSTM1997_EXP2_CENTERED,
     CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
@@ -113,6 +114,8 @@ def _kernels(dtype_char):
             return DT(1.0), DT(0.0), DT(0.5), DT(1.0), DT(2.0), DT(1.0), False
         if cell == CELL_LSTM1997_EXP2:
             return DT(0.5), DT(0.5), DT(0.25), DT(4.0), DT(1.0), DT(1.0), True
+        if cell == CELL_LSTM1997_EXP2_CENTERED:
+            return DT(1.0), DT(0.0), DT(0.5), DT(1.0), DT(1.0), DT(1.0), True
         return DT(2.0), DT(0.0), DT(1.0), DT(0.25), DT(1.0), DT(0.5), False
 
     @cuda.jit(device=True)

@@ -16,6 +16,7 @@ from lstmforecast._layout import (
     CELL_LSTM,
     CELL_LSTM1997,
     CELL_LSTM1997_EXP2,
+    CELL_LSTM1997_EXP2_CENTERED,
     CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
@@ -120,7 +121,8 @@ def _lstm_step_back(w, grads, cache, dr, dc_next, hidden_size):
 
 # The 1997 cell's squashing functions and their derivatives, ``(g, g', h, h')``:
 # the Appendix's ranges (g in [-2, 2], h in [-1, 1]), Table 10's caption's (g in
-# [-1, 1], h in [-2, 2]), and Exps. 2a/2b's (g logistic in [0, 1], h the identity).
+# [-1, 1], h in [-2, 2]), and Exps. 2a/2b's (g logistic in [0, 1], or scaled to
+# [-1, 1]; h the identity).
 _SQUASHING = {
     CELL_LSTM1997: (lambda z: 2.0 * np.tanh(z / 2.0),
                     lambda z: 1.0 - np.tanh(z / 2.0) ** 2,
@@ -134,6 +136,10 @@ _SQUASHING = {
                          lambda z: _sigmoid(z) * (1.0 - _sigmoid(z)),
                          lambda s: s,
                          lambda s: np.ones_like(s)),
+    CELL_LSTM1997_EXP2_CENTERED: (lambda z: 2.0 * _sigmoid(z) - 1.0,
+                                  lambda z: 2.0 * _sigmoid(z) * (1.0 - _sigmoid(z)),
+                                  lambda s: s,
+                                  lambda s: np.ones_like(s)),
 }
 
 
@@ -381,7 +387,8 @@ def naive_forward(params, cell, input_size, hidden_size, num_layers, n_outputs,
         Flat parameter vector in the packed layout of :mod:`lstmforecast._layout`.
     cell : int or str
         ``CELL_LSTM`` / ``CELL_LSTM1997`` / ``CELL_LSTM1997_TABLE10`` /
-        ``CELL_LSTM1997_EXP2`` (or ``"lstm"`` / ``"lstm1997"``).
+        ``CELL_LSTM1997_EXP2`` / ``CELL_LSTM1997_EXP2_CENTERED`` (or ``"lstm"`` /
+        ``"lstm1997"``).
     input_size, hidden_size, num_layers, n_outputs, block_size : int
         Network sizes; ``block_size`` only matters for lstm1997.
     loss_kind : int

@@ -73,6 +73,7 @@ _SQUASHING = {
     "table10": (*_scaled_logistic(1.0), *_scaled_logistic(2.0)),
     "exp2": (_sigmoid, lambda x: _sigmoid(x) * (1.0 - _sigmoid(x)),
              lambda x: x, lambda x: 1.0),
+    "exp2_centered": (*_scaled_logistic(1.0), lambda x: x, lambda x: 1.0),
 }
 
 
@@ -233,7 +234,7 @@ def naive_truncated_loss_grad(params, input_size, hidden_size, n_outputs, block_
         One of the ``LOSS_*`` codes of :mod:`lstmforecast._layout`.
     X_list, Y_list, M_list : lists of ndarray, shapes (T_i, D), (T_i, K), (T_i,)
         Sequences (state and traces start at zero for each), targets, mask weights.
-    squashing : {"appendix", "table10", "exp2"}, default="appendix"
+    squashing : {"appendix", "table10", "exp2", "exp2_centered"}, default="appendix"
         The reading of g and h (see ``_SQUASHING``).
     input_to_output : bool, default=False
         Whether the output units also see the input (``head.weight_input``).

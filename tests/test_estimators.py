@@ -773,25 +773,27 @@ def test_native_layout_for_lstm1997():
     assert np.array_equal(est.predict(X), pred)
 
 
-def test_squashing_table10_runs_table_10s_cell():
-    """``squashing="table10"`` reaches the kernels: predictions are the NumPy
-    oracle's 1997 cell with g in [-1, 1] and h in [-2, 2], not the Appendix's."""
+@pytest.mark.parametrize("squashing", ["table10", "exp2", "exp2_centered"])
+def test_squashing_runs_its_cell(squashing):
+    """``squashing`` reaches the kernels: predictions are the NumPy oracle's 1997
+    cell with that reading of g and h (Table 10's: g in [-1, 1] and h in [-2, 2];
+    Exp. 2's: g in [0, 1] or [-1, 1] and h the identity), not the Appendix's."""
     try:
         from naive import naive_forward
     except ImportError:  # tests/ imported as a package
         from tests.naive import naive_forward
-    from lstmforecast._layout import CELL_LSTM1997, CELL_LSTM1997_TABLE10, LOSS_SQUARED
+    from lstmforecast._layout import CELL_LSTM1997, LOSS_SQUARED, cell_code
     X, y = _cube(23, n=8, T=6, D=2)
-    est = _reg(cell="lstm1997", hidden_size=4, block_size=2, squashing="table10",
+    est = _reg(cell="lstm1997", hidden_size=4, block_size=2, squashing=squashing,
                dtype="float64", init_scale=1.0).fit(X, y)
-    assert est._net["squashing"] == "table10"
+    assert est._net["squashing"] == squashing
     sizes = (2, 4, 1, 1, 2, LOSS_SQUARED, list(X))
-    table10 = [o[-1, 0] for o in naive_forward(est.params_, CELL_LSTM1997_TABLE10,
-                                                *sizes)[0]]
+    ours = [o[-1, 0] for o in naive_forward(
+        est.params_, cell_code("lstm1997", squashing), *sizes)[0]]
     appendix = [o[-1, 0] for o in naive_forward(est.params_, CELL_LSTM1997,
                                                  *sizes)[0]]
-    assert_allclose(est.predict(X), table10, rtol=1e-10, atol=1e-12)
-    assert np.abs(np.subtract(table10, appendix)).max() > 1e-3
+    assert_allclose(est.predict(X), ours, rtol=1e-10, atol=1e-12)
+    assert np.abs(np.subtract(ours, appendix)).max() > 1e-3
 
 
 def _bad_weights(weights, kind):

@@ -37,6 +37,7 @@ from lstmforecast._layout import (
     CELL_LSTM,
     CELL_LSTM1997,
     CELL_LSTM1997_EXP2,
+    CELL_LSTM1997_EXP2_CENTERED,
     CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
@@ -63,9 +64,10 @@ LOSS_NAMES = {LOSS_SQUARED: "sq", LOSS_SIGMOID_SQUARED: "sigsq",
               LOSS_SOFTMAX_XENT: "softmax", LOSS_LOGISTIC_XENT: "logistic"}
 # (cell, hidden_size, block_size)
 CELLS = [(CELL_LSTM, 3, 1), (CELL_LSTM1997, 3, 1), (CELL_LSTM1997, 4, 2),
-         (CELL_LSTM1997_TABLE10, 4, 2), (CELL_LSTM1997_EXP2, 4, 2)]
+         (CELL_LSTM1997_TABLE10, 4, 2), (CELL_LSTM1997_EXP2, 4, 2),
+         (CELL_LSTM1997_EXP2_CENTERED, 4, 2)]
 CELL_IDS = ["lstm-H3", "lstm1997-H3-S1", "lstm1997-H4-S2", "lstm1997table10-H4-S2",
-            "lstm1997exp2-H4-S2"]
+            "lstm1997exp2-H4-S2", "lstm1997exp2centered-H4-S2"]
 TOL = {np.float64: dict(rtol=1e-6, atol=1e-6), np.float32: dict(rtol=1e-4, atol=1e-4)}
 LENGTHS = (5, 1, 3, 6, 4, 2, 6)   # 7 sequences: 2 blocks of 4 threads
 

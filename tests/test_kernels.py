@@ -33,6 +33,7 @@ from lstmforecast._layout import (
     CELL_LSTM,
     CELL_LSTM1997,
     CELL_LSTM1997_EXP2,
+    CELL_LSTM1997_EXP2_CENTERED,
     CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
@@ -63,13 +64,16 @@ LOSS_KINDS = [LOSS_SQUARED, LOSS_SIGMOID_SQUARED, LOSS_SOFTMAX_XENT, LOSS_LOGIST
 LOSS_NAMES = {LOSS_SQUARED: "sq", LOSS_SIGMOID_SQUARED: "sigsq",
               LOSS_SOFTMAX_XENT: "softmax", LOSS_LOGISTIC_XENT: "logistic"}
 
-# (cell, hidden_size, block_size); CELL_LSTM1997_TABLE10 and CELL_LSTM1997_EXP2 are
-# the 1997 cell with Table 10's squashing ranges and with Exp. 2's squashing
+# (cell, hidden_size, block_size); CELL_LSTM1997_TABLE10 and CELL_LSTM1997_EXP2
+# (and _CENTERED) are the 1997 cell with Table 10's squashing ranges and with Exp.
+# 2's squashings
 CELLS = [(CELL_LSTM, 3, 1), (CELL_LSTM1997, 3, 1), (CELL_LSTM1997, 4, 2),
-         (CELL_LSTM1997_TABLE10, 4, 2), (CELL_LSTM1997_EXP2, 4, 2)]
+         (CELL_LSTM1997_TABLE10, 4, 2), (CELL_LSTM1997_EXP2, 4, 2),
+         (CELL_LSTM1997_EXP2_CENTERED, 4, 2)]
 CELL_NAMES = {CELL_LSTM: "lstm", CELL_LSTM1997: "lstm1997",
               CELL_LSTM1997_TABLE10: "lstm1997table10",
-              CELL_LSTM1997_EXP2: "lstm1997exp2"}
+              CELL_LSTM1997_EXP2: "lstm1997exp2",
+              CELL_LSTM1997_EXP2_CENTERED: "lstm1997exp2centered"}
 
 
 def _cell_id(cell, hidden_size, block_size):
@@ -334,7 +338,8 @@ FD_CASES = [(cell, L, shape, k)
             for cell in (CELL_LSTM, CELL_LSTM1997) for L in (1, 2)
             for shape in FD_SHAPES for k in LOSS_KINDS]
 FD_CASES += [(cell, L, "T8-B2-H4", k)
-             for cell in (CELL_LSTM1997_TABLE10, CELL_LSTM1997_EXP2) for L in (1, 2)
+             for cell in (CELL_LSTM1997_TABLE10, CELL_LSTM1997_EXP2,
+                          CELL_LSTM1997_EXP2_CENTERED) for L in (1, 2)
              for k in (LOSS_SQUARED, LOSS_SIGMOID_SQUARED)]
 
 

@@ -15,6 +15,7 @@ from lstmforecast._layout import (
     CELL_LSTM,
     CELL_LSTM1997,
     CELL_LSTM1997_EXP2,
+    CELL_LSTM1997_EXP2_CENTERED,
     CELL_LSTM1997_TABLE10,
     LOSS_LOGISTIC_XENT,
     LOSS_SIGMOID_SQUARED,
@@ -89,12 +90,14 @@ GRAD_CASES = (
     [(CELL_LSTM, 4, 1, L, k) for L in (1, 2) for k in LOSS_KINDS]
     + [(CELL_LSTM1997, H, S, L, k)
        for H, S in ((3, 1), (4, 2)) for L in (1, 2) for k in LOSS_KINDS]
-    + [(cell, 4, 2, L, k) for cell in (CELL_LSTM1997_TABLE10, CELL_LSTM1997_EXP2)
+    + [(cell, 4, 2, L, k) for cell in (CELL_LSTM1997_TABLE10, CELL_LSTM1997_EXP2,
+                                       CELL_LSTM1997_EXP2_CENTERED)
        for L in (1, 2) for k in (LOSS_SQUARED, LOSS_SIGMOID_SQUARED)]
 )
 CELL_NAMES = {CELL_LSTM: "lstm", CELL_LSTM1997: "lstm1997",
               CELL_LSTM1997_TABLE10: "lstm1997table10",
-              CELL_LSTM1997_EXP2: "lstm1997exp2"}
+              CELL_LSTM1997_EXP2: "lstm1997exp2",
+              CELL_LSTM1997_EXP2_CENTERED: "lstm1997exp2centered"}
 
 
 @pytest.mark.parametrize(

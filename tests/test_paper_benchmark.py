@@ -42,7 +42,31 @@ def test_quick_rows_and_recipes(paper):
     assert table10 == [("1", "step", ("paper",)), ("2c", None, ("paper",))]
     assert len([s for s in full if s.net.get("squashing") == "table10"]) == 6
     assert [(s.exp, s.net["squashing"]) for s in full if s.exp in ("2a", "2b")] == [
-        ("2a", "exp2"), ("2b", "exp2")]
+        ("2a", "exp2"), ("2b", "exp2"), ("2a", "exp2_centered"),
+        ("2b", "exp2_centered")]
+
+
+def test_exp2_network_is_built_with_its_initial_weights(paper):
+    """The sequential construction starts the cell from its initial weights: the
+    call that builds the network does not train (a plain first ``partial_fit``
+    on one sequence moves weights far outside the initial [-0.2, 0.2])."""
+    import numpy as np
+
+    from lstmforecast import tasks
+
+    spec = next(s for s in paper._specs(True) if s.exp == "2a")
+    data = tasks.noise_free_long_lag(1, np.random.default_rng(0), p=100)
+    built = paper._build_untrained(paper._estimator(spec, "paper", 0), data.X, data.Y)
+    trained = paper._estimator(spec, "paper", 0).partial_fit(data.X, data.Y)
+    assert built.learning_rate == spec.lr == 1.0
+    names = ("weight_ih_l0", "head.weight", "head.weight_input")
+    w_built = [built.get_weights(layout="native")[n] for n in names]
+    w_trained = [trained.get_weights(layout="native")[n] for n in names]
+    assert max(np.abs(w).max() for w in w_built) <= 0.2
+    assert max(np.abs(w).max() for w in w_trained) > 1.0
+    # the same initial draw: only training tells the two apart
+    moved = np.concatenate([np.abs(a - b).ravel() for a, b in zip(w_trained, w_built)])
+    assert moved.min() == 0.0 and moved.max() > 1.0
 
 
 def test_exp2_cell_is_absent_while_its_input_weights_are_minus_1000(paper):

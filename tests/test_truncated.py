@@ -30,7 +30,8 @@ CELL = _layout.CELL_LSTM1997
 # the 1997 cell's codes by the squashing reading (Appendix or Table 10)
 SQUASHING_CELLS = {"appendix": _layout.CELL_LSTM1997,
                    "table10": _layout.CELL_LSTM1997_TABLE10,
-                   "exp2": _layout.CELL_LSTM1997_EXP2}
+                   "exp2": _layout.CELL_LSTM1997_EXP2,
+                   "exp2_centered": _layout.CELL_LSTM1997_EXP2_CENTERED}
 
 
 def _problem(rng, D, H, S, K, lengths, loss_kind, dtype=np.float64, cell=CELL,
@@ -165,9 +166,10 @@ def test_lstm_truncated_gradient_matches_forget_gate_oracle(loss_kind):
 @pytest.mark.parametrize("cell, H, S", [(_layout.CELL_LSTM, 3, 1),
                                         (_layout.CELL_LSTM1997, 4, 2),
                                         (_layout.CELL_LSTM1997_TABLE10, 4, 2),
-                                        (_layout.CELL_LSTM1997_EXP2, 4, 2)],
+                                        (_layout.CELL_LSTM1997_EXP2, 4, 2),
+                                        (_layout.CELL_LSTM1997_EXP2_CENTERED, 4, 2)],
                          ids=["lstm", "lstm1997", "lstm1997-table10",
-                              "lstm1997-exp2"])
+                              "lstm1997-exp2", "lstm1997-exp2-centered"])
 def test_truncated_is_the_full_gradient_without_recurrent_weights(cell, H, S):
     """With ``weight_hh = 0`` the past reaches the loss only through the cell
     state, so the truncation drops nothing: the rule equals full BPTT (whose own
