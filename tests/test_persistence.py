@@ -158,6 +158,15 @@ def _case_reg_exp2_net_input_to_output():
     return est.fit(X, y), X
 
 
+def _case_reg_truncated_exp2_centered():
+    X, y = _cube(18, n=10, T=5, D=3)
+    est = _reg(cell="lstm1997", hidden_size=2, block_size=1,
+               squashing="exp2_centered", output_gate=False, input_to_output=True,
+               gradient="truncated", batch_size=1, update="step", max_epochs=1,
+               dtype="float64")
+    return est.fit(X, y), X
+
+
 def _case_reg_early_stopping():
     X, y = _table(7, n=20)
     est = _reg(early_stopping=True, validation_fraction=0.25, max_epochs=3)
@@ -232,6 +241,7 @@ ROUND_TRIP_CASES = {
     "reg_truncated_sigmoid": _case_reg_truncated_sigmoid,
     "reg_truncated_table10": _case_reg_truncated_table10,
     "reg_exp2_net_input_to_output": _case_reg_exp2_net_input_to_output,
+    "reg_truncated_exp2_centered": _case_reg_truncated_exp2_centered,
     "reg_early_stopping": _case_reg_early_stopping,
     "clf_binary_str": _case_clf_binary_str,
     "clf_binary_int": _case_clf_binary_int,
@@ -268,7 +278,7 @@ def test_round_trip_covers_both_dtypes_cells_outputs_and_label_kinds():
 
 
 CONTINUE_CASES = ["reg_table_float32", "reg_truncated_sigmoid", "reg_truncated_table10",
-                  "reg_exp2_net_input_to_output",
+                  "reg_exp2_net_input_to_output", "reg_truncated_exp2_centered",
                   "clf_multiclass_str_object", "clf_sequence_str"]
 
 
