@@ -76,13 +76,14 @@ rows marked "g in [-1, 1]" (``squashing="exp2_centered"``) read Table 10's "g1" 
 these experiments like its "h1" and "g2" under the Appendix, a logistic scaled to
 [-1, 1]; the cell's state then starts near 0. With it Exp. 2a learned in 3 of 3
 trials (44,500-45,900 sequences, counted at the end of the 10,000 successive
-correct ones; the paper: 5,040). Exp. 2b did not learn with either reading, and
-we think this network cannot solve it as we read the task: the targets are the next
-symbol at every step, so the x and y outputs must be 0 at the 99 steps before the
-end, where the cell's state only depends on the random middle symbols and the
-class, not on the time left. An output that is 1 only at the end of a y-sequence
-needs the state there to be an extreme of all the states visited, for x and y
-alike, which one cell whose increments do not depend on the class cannot arrange.
+correct ones; the paper: 5,040). Exp. 2b did not learn with either reading. One
+obstacle: the targets are the next symbol at every step, so the x and y outputs
+must be 0 at the 99 steps before the end, where the cell's state only depends on
+the random middle symbols and the class, not on the time left. An output that is 1
+only at the end of a y-sequence needs the state there to be an extreme of all the
+states visited, for x and y alike, which one cell whose increments do not depend
+on the class cannot arrange. But with a target at the end only (not the paper's
+task) 2b did not learn either, so that is not the whole story.
 """
 
 from __future__ import annotations
