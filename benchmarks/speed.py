@@ -56,12 +56,11 @@ def _weights_per_step(D, H):
     return 4 * H * (D + H) + 8 * H
 
 
-def time_ours(D, H, T, B, n_batches, epochs, repeats, ragged=False):
+def time_ours(X, y, H, B, epochs, repeats):
     from sklearn.exceptions import ConvergenceWarning
 
     from lstmforecast import LSTMRegressor
 
-    X, y = _data(D, T, B * n_batches, ragged)
     model = LSTMRegressor(hidden_size=H, batch_size=B, max_epochs=epochs,
                           n_iter_no_change=epochs + 1, shuffle=False,
                           learning_rate=1e-3, dtype="float32", random_state=0)
@@ -80,10 +79,11 @@ def time_ours(D, H, T, B, n_batches, epochs, repeats, ragged=False):
     return statistics.median(fit_times), statistics.median(predict_times)
 
 
-def time_torch(D, H, T, B, n_batches, epochs, repeats, ragged=False):
+def time_torch(X, y, H, B, n_batches, epochs, repeats):
     import torch
 
-    X, y = _data(D, T, B * n_batches, ragged)
+    ragged = isinstance(X, list)
+    D = X[0].shape[-1]
     if ragged:  # batches of one sequence each (B = 1): no padding needed
         Xt = [torch.from_numpy(x)[None] for x in X]
         lengths = torch.tensor([len(x) for x in X])
@@ -144,11 +144,9 @@ def run_speed(names, repeats, threads):
     rows = []
     for name in names:
         D, H, T, B, n_batches, epochs = WORKLOADS[name]
-        ragged = name in RAGGED
-        X, _ = _data(D, T, B * n_batches, ragged)
+        X, y = _data(D, T, B * n_batches, name in RAGGED)
         steps = sum(len(x) for x in X)
-        ours_fit, ours_pred = time_ours(D, H, T, B, n_batches, epochs, repeats,
-                                        ragged)
+        ours_fit, ours_pred = time_ours(X, y, H, B, epochs, repeats)
         row = {
             "workload": name, "D": D, "H": H, "T": T, "B": B,
             "train_steps_per_s": steps * epochs / ours_fit,
@@ -156,8 +154,8 @@ def run_speed(names, repeats, threads):
             "gflops": 6 * _weights_per_step(D, H) * steps * epochs / ours_fit / 1e9,
         }
         if have_torch:
-            torch_fit, torch_pred = time_torch(D, H, T, B, n_batches, epochs, repeats,
-                                               ragged)
+            torch_fit, torch_pred = time_torch(X, y, H, B, n_batches, epochs,
+                                               repeats)
             row["torch_train_steps_per_s"] = steps * epochs / torch_fit
             row["train_ratio"] = torch_fit / ours_fit
             row["predict_ratio"] = torch_pred / ours_pred

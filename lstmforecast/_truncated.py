@@ -56,8 +56,8 @@ def _truncated_sequence(params, layout, X, length, Y, mask, cell, hidden_size,
     traces ``traces (3, H, n_src)``, adding the truncated gradient to ``grad``.
 
     The state and traces are updated in place (zero them to start a sequence; keep
-    them to continue a stream). ``cell="lstm1997"`` (codes 1-3: the Appendix's,
-    Table 10's or Exp. 2's squashing) uses the paper's traces (eqs. 25 and 27:
+    them to continue a stream). ``cell="lstm1997"`` (codes 1-4: the Appendix's,
+    Table 10's or Exp. 2's two squashings) uses the paper's traces (eqs. 25 and 27:
     ``traces[0]`` for the input gates, ``traces[1]`` for the cell inputs);
     ``cell="lstm"`` (code 0) those of Gers et al. (2000), decayed by the forget
     gate, for the input gate, the forget gate and the cell input
