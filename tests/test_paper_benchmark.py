@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 _PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "paper.py")
@@ -37,21 +38,56 @@ def test_quick_rows_and_recipes(paper):
             and s.net.get("output_activation") == "identity"] == [100, 500, 1000]
     # Exps. 1 and 2c also with Table 10's squashing (Exp. 1 then updating after
     # every step); 2a/2b only in the full run
-    table10 = [(s.exp, s.net.get("update"), s.recipes) for s in paper._specs(False)
-               if s.net.get("squashing") == "table10"]
-    assert table10 == [("1", "step", ("paper",)), ("2c", None, ("paper",))]
-    assert len([s for s in full if s.net.get("squashing") == "table10"]) == 6
+    # every possible next symbol as Exp. 1's target is a third reading
+    table10 = [(s.exp, s.net.get("update"), s.targets, s.recipes)
+               for s in paper._specs(False) if s.net.get("squashing") == "table10"]
+    assert table10 == [("1", "step", "next", ("paper",)),
+                       ("1", "step", "possible", ("paper",)),
+                       ("2c", None, "next", ("paper",))]
+    assert len([s for s in full if s.net.get("squashing") == "table10"]) == 9
+    assert {s.targets for s in full if s.exp != "1"} == {"next"}
     assert [(s.exp, s.net["squashing"]) for s in full if s.exp in ("2a", "2b")] == [
         ("2a", "exp2"), ("2b", "exp2"), ("2a", "exp2_centered"),
         ("2b", "exp2_centered")]
+
+
+@pytest.mark.parametrize("targets", ["next", "possible"])
+def test_exp1_trains_on_its_targets_reading(paper, monkeypatch, targets):
+    """Exp. 1 trains on the next symbol (one-hot), or on every symbol the grammar
+    allows next (two symbols after each fork, as in the success criterion)."""
+    spec = next(s for s in paper._specs(False)
+                if s.exp == "1" and s.targets == targets)
+    spec = paper.replace(spec, budget=256)
+    trained = []
+    build = paper._estimator
+
+    def recording_estimator(spec, recipe, seed):
+        model = build(spec, recipe, seed)
+        partial_fit = model.partial_fit
+
+        def recording_partial_fit(X, Y):
+            trained.extend(np.asarray(y) for y in Y)
+            return partial_fit(X, Y)
+
+        model.partial_fit = recording_partial_fit
+        return model
+
+    monkeypatch.setattr(paper, "_estimator", recording_estimator)
+    out = paper._trial(spec, "paper", 0, 60)
+    assert out["sequences"] == 256 and len(trained) == 256
+    per_step = np.concatenate([y.sum(axis=1) for y in trained])
+    if targets == "next":
+        assert (per_step == 1).all()
+    else:
+        assert set(np.unique(per_step)) == {1.0, 2.0}
+    assert paper._summary(spec, "paper", [out])["setting"].endswith(
+        ", targets: possible next symbols") == (targets == "possible")
 
 
 def test_exp2_network_is_built_with_its_initial_weights(paper):
     """The sequential construction starts the cell from its initial weights: the
     call that builds the network does not train (a plain first ``partial_fit``
     on one sequence moves weights far outside the initial [-0.2, 0.2])."""
-    import numpy as np
-
     from lstmforecast import tasks
 
     spec = next(s for s in paper._specs(True) if s.exp == "2a")
@@ -73,8 +109,6 @@ def test_exp2_cell_is_absent_while_its_input_weights_are_minus_1000(paper):
     """The sequential construction of Exps. 2a/2b: with its cell-input and
     input-gate weights at -1000 the cell outputs exactly 0, and training moves
     neither them nor the cell's output weights."""
-    import numpy as np
-
     from lstmforecast import tasks
 
     spec = next(s for s in paper._specs(True) if s.exp == "2a")
