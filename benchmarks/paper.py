@@ -68,11 +68,12 @@ symbol as the target (one-hot, what the paper's "predict the next symbol" says),
 and with every symbol the grammar allows next as the target (two-hot after each
 fork; the success criterion asks for exactly those units to be the most active).
 The paper does not say which. In 12 trials each (``--quick --only 1 --trials 12
---seconds 60 --recipes paper``), both stopped in 7: the next symbol after 22,016-140,544
-strings (mean 60,160), every possible next symbol after 1,792-20,992 (mean 8,301;
-the paper: 8,440, between 3,800 and 24,100). The paper had 2 failures in 150
-trials. Of two trials that did not stop within 200,000 strings, one failed only
-the long lag (the final T or P), the other the inner grammar as well.
+--seconds 60 --recipes paper``), both stopped in 7: the next symbol after
+22,016-140,544 strings (mean 60,160), every possible next symbol after
+1,792-20,992 (mean 8,301; the paper: 8,440, between 3,800 and 24,100). The
+paper had 2 failures in 150 trials. Of two trials that did not stop within
+200,000 strings, one failed only the long lag (the final T or P), the other the
+inner grammar as well.
 
 Exps. 2a and 2b (``--full`` only) use the paper's own network for them: one cell and
 its input gate, no output gate (``output_gate=False``), no biases, g the logistic and
