@@ -149,6 +149,8 @@ def _specs(full):
     reber_net = dict(hidden_bias="gates", output_bias=False, init_scale=0.2)
     exp3 = dict(hidden_size=3, block_size=1, input_gate_bias=[-1, -3, -5],
                 output_gate_bias=[-2, -4, -6], output_bias=False, init_scale=0.1)
+    exp2c = dict(hidden_size=2, block_size=1, hidden_bias="none", output_bias=False,
+                 init_scale=0.2)
     exp4 = dict(hidden_size=4, block_size=2, init_scale=0.1)
     # The same network with a linear output unit (see the module docstring)
     linear = dict(output_activation="identity")
@@ -157,16 +159,25 @@ def _specs(full):
              paper_after="8,440", paper_rate="100%", trials=30, budget=200_000),
         Spec("1", "reber", {}, {**reber_net, **reber_42}, 0.5, "reber",
              paper_after="9,500", paper_rate="97%", trials=30, budget=200_000),
+        Spec("1", "reber", {}, {**reber_net, **reber_32}, 0.2, "reber",
+             paper_after="14,060", paper_rate="97%", trials=30, budget=300_000),
         Spec("1", "reber", {}, {**reber_net, **reber_32}, 0.1, "reber",
              paper_after="21,730", paper_rate="100%", trials=30, budget=300_000),
-        Spec("2c", "2c", dict(q=50, p=50),
-             dict(hidden_size=2, block_size=1, hidden_bias="none", output_bias=False,
-                  init_scale=0.2), 0.01, "successive", beta=0.2,
-             paper_after="30,000", paper_rate="100%", trials=20, budget=600_000),
-        Spec("2c", "2c", dict(q=100, p=100),
-             dict(hidden_size=2, block_size=1, hidden_bias="none", output_bias=False,
-                  init_scale=0.2), 0.01, "successive", beta=0.2,
-             paper_after="31,000", paper_rate="100%", trials=20, budget=600_000),
+        Spec("1", "reber", {}, {**reber_net, **reber_42}, 0.1, "reber",
+             paper_after="39,740", paper_rate="100%", trials=30, budget=300_000),
+    ]
+    # Table 3: (q, p, the paper's sequences to success)
+    rows += [
+        Spec("2c", "2c", dict(q=q, p=p), exp2c, 0.01, "successive", beta=0.2,
+             paper_after=after, paper_rate="100%", trials=20,
+             budget=600_000 if q <= 100 else 2_000_000)
+        for q, p, after in ((50, 50, "30,000"), (100, 100, "31,000"),
+                            (200, 200, "33,000"), (500, 500, "38,000"),
+                            (1000, 1000, "49,000"), (1000, 500, "49,000"),
+                            (1000, 200, "75,000"), (1000, 100, "135,000"),
+                            (1000, 50, "203,000"))
+    ]
+    rows += [
         Spec("3a", "3a", dict(T=100, N=3), exp3, 1.0, "st12", beta=0.01,
              paper_after="27,380 / 39,850", paper_wrong="0.000195", trials=10,
              budget=500_000),
@@ -176,9 +187,18 @@ def _specs(full):
         Spec("3b", "3b", dict(T=100, N=3), exp3, 1.0, "st12", beta=0.04,
              paper_after="41,740 / 43,250", paper_wrong="0.00828", trials=10,
              budget=600_000),
+        Spec("3b", "3b", dict(T=100, N=1), exp3, 1.0, "st12", beta=0.04,
+             paper_after="74,950 / 78,430", paper_wrong="0.01500", trials=10,
+             budget=800_000),
+        Spec("3b", "3b", dict(T=1000, N=1), exp3, 1.0, "st12", beta=0.04,
+             paper_after="481,060 / 485,080", paper_wrong="0.01207", trials=10,
+             budget=3_000_000),
         Spec("3c", "3c", dict(T=100, N=3), exp3, 0.1, "st3c",
              paper_after="269,650", paper_wrong="0.00558", trials=10,
              budget=2_000_000),
+        Spec("3c", "3c", dict(T=100, N=1), exp3, 0.1, "st3c",
+             paper_after="565,640", paper_wrong="0.00441", trials=10,
+             budget=3_000_000),
         # the logistic output meets ST3 late (600,000 to 1,000,000 sequences)
         Spec("4", "adding", dict(T=100), {**exp4, "input_gate_bias": [-3, -6]}, 0.5,
              "st3", beta=0.01, paper_after="74,000", paper_wrong="1 / 2560",
@@ -220,11 +240,9 @@ def _specs(full):
             for exp, after in (("2a", "5,040"), ("2b", "5,680"))
         ]
         rows += [
-            Spec("2c", "2c", dict(q=1000, p=1000),
-                 dict(hidden_size=2, block_size=1, hidden_bias="none",
-                      output_bias=False, init_scale=0.2), 0.01, "successive",
-                 beta=0.2, paper_after="49,000", paper_rate="100%", trials=20,
-                 budget=1_000_000),
+            Spec("5", "multiplication", dict(T=100), exp4, 0.1, "nseq", beta=13,
+                 paper_after="1,273,000", paper_wrong="14 / 2560", trials=10,
+                 budget=5_000_000),
             Spec("3a", "3a", dict(T=1000, N=3), exp3, 1.0, "st12", beta=0.01,
                  paper_after="446,850 / 452,460", paper_wrong="0.000078",
                  trials=10, budget=3_000_000),
@@ -509,6 +527,8 @@ def _summary(spec, recipe, results):
         setting += ", g in [-1, 1]"
     if "update" in spec.net:
         setting += f", update={spec.net['update']}"
+    if spec.stop == "nseq":
+        setting += f", n_seq={spec.beta:g}"
     if spec.targets == "possible":
         setting += ", targets: possible next symbols"
     return {

@@ -44,11 +44,49 @@ def test_quick_rows_and_recipes(paper):
     assert table10 == [("1", "step", "next", ("paper",)),
                        ("1", "step", "possible", ("paper",)),
                        ("2c", None, "next", ("paper",))]
-    assert len([s for s in full if s.net.get("squashing") == "table10"]) == 9
+    assert len([s for s in full if s.net.get("squashing") == "table10"]) == 19
     assert {s.targets for s in full if s.exp != "1"} == {"next"}
     assert [(s.exp, s.net["squashing"]) for s in full if s.exp in ("2a", "2b")] == [
         ("2a", "exp2"), ("2b", "exp2"), ("2a", "exp2_centered"),
         ("2b", "exp2_centered")]
+
+
+def test_full_has_every_lstm_row_of_tables_1_to_9(paper):
+    """``--full`` runs each LSTM row of the paper's Tables 1-9 once in the paper's
+    own reading (the other readings come on top)."""
+    def key(spec):
+        if spec.exp == "1":
+            return ("1", spec.lr, spec.net["hidden_size"] // spec.net["block_size"],
+                    spec.paper_after)
+        if spec.exp == "5":
+            return ("5", spec.kwargs["T"], spec.beta, spec.paper_after)
+        return (spec.exp, *spec.kwargs.values(), spec.paper_after)
+
+    own = sorted(key(s) for s in paper._specs(True)
+                 if s.net.get("squashing") in (None, "exp2") and s.targets == "next"
+                 and s.net.get("output_activation") is None)
+    table_1 = [("1", 0.1, 4, "39,740"), ("1", 0.1, 3, "21,730"),
+               ("1", 0.2, 3, "14,060"), ("1", 0.5, 4, "9,500"),
+               ("1", 0.5, 3, "8,440")]
+    table_2 = [("2a", 100, "5,040"), ("2b", 100, "5,680")]
+    table_3 = [("2c", q, p, after) for q, p, after in (
+        (50, 50, "30,000"), (100, 100, "31,000"), (200, 200, "33,000"),
+        (500, 500, "38,000"), (1000, 1000, "49,000"), (1000, 500, "49,000"),
+        (1000, 200, "75,000"), (1000, 100, "135,000"), (1000, 50, "203,000"))]
+    tables_4_6 = [("3a", 100, 3, "27,380 / 39,850"), ("3a", 100, 1, "58,370 / 64,330"),
+                  ("3a", 1000, 3, "446,850 / 452,460"),
+                  ("3b", 100, 3, "41,740 / 43,250"), ("3b", 100, 1, "74,950 / 78,430"),
+                  ("3b", 1000, 1, "481,060 / 485,080"),
+                  ("3c", 100, 3, "269,650"), ("3c", 100, 1, "565,640")]
+    tables_7_9 = [("4", 100, "74,000"), ("4", 500, "209,000"), ("4", 1000, "853,000"),
+                  ("5", 100, 140, "482,000"), ("5", 100, 13, "1,273,000"),
+                  ("6a", "31,390"), ("6b", "571,100")]
+    assert own == sorted(table_1 + table_2 + table_3 + tables_4_6 + tables_7_9)
+    n_seq = [paper._summary(s, "paper", [dict(success=False, sequences=1, wrong=0,
+                                               n_test=2560, seconds=0.0)])["setting"]
+             for s in paper._specs(True) if s.exp == "5"]
+    assert n_seq == ["T=100, n_seq=140", "T=100, linear output, n_seq=140",
+                     "T=100, n_seq=13"]
 
 
 @pytest.mark.parametrize("targets", ["next", "possible"])
