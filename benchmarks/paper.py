@@ -177,28 +177,23 @@ def _specs(full):
                             (1000, 200, "75,000"), (1000, 100, "135,000"),
                             (1000, 50, "203,000"))
     ]
+    # Tables 4-6: (task, T, N, the paper's sequences to ST1 / ST2 or to its stop,
+    # fraction misclassified, budget); 3a at T = 1000 runs in --full only
     rows += [
-        Spec("3a", "3a", dict(T=100, N=3), exp3, 1.0, "st12", beta=0.01,
-             paper_after="27,380 / 39,850", paper_wrong="0.000195", trials=10,
-             budget=500_000),
-        Spec("3a", "3a", dict(T=100, N=1), exp3, 1.0, "st12", beta=0.01,
-             paper_after="58,370 / 64,330", paper_wrong="0.000117", trials=10,
-             budget=800_000),
-        Spec("3b", "3b", dict(T=100, N=3), exp3, 1.0, "st12", beta=0.04,
-             paper_after="41,740 / 43,250", paper_wrong="0.00828", trials=10,
-             budget=600_000),
-        Spec("3b", "3b", dict(T=100, N=1), exp3, 1.0, "st12", beta=0.04,
-             paper_after="74,950 / 78,430", paper_wrong="0.01500", trials=10,
-             budget=800_000),
-        Spec("3b", "3b", dict(T=1000, N=1), exp3, 1.0, "st12", beta=0.04,
-             paper_after="481,060 / 485,080", paper_wrong="0.01207", trials=10,
-             budget=3_000_000),
-        Spec("3c", "3c", dict(T=100, N=3), exp3, 0.1, "st3c",
-             paper_after="269,650", paper_wrong="0.00558", trials=10,
-             budget=2_000_000),
-        Spec("3c", "3c", dict(T=100, N=1), exp3, 0.1, "st3c",
-             paper_after="565,640", paper_wrong="0.00441", trials=10,
-             budget=3_000_000),
+        Spec(task, task, dict(T=T, N=N), exp3, 0.1 if task == "3c" else 1.0,
+             "st3c" if task == "3c" else "st12",
+             beta={"3a": 0.01, "3b": 0.04, "3c": 0.0}[task], paper_after=after,
+             paper_wrong=wrong, trials=10, budget=budget)
+        for task, T, N, after, wrong, budget in (
+            ("3a", 100, 3, "27,380 / 39,850", "0.000195", 500_000),
+            ("3a", 100, 1, "58,370 / 64,330", "0.000117", 800_000),
+            ("3b", 100, 3, "41,740 / 43,250", "0.00828", 600_000),
+            ("3b", 100, 1, "74,950 / 78,430", "0.01500", 800_000),
+            ("3b", 1000, 1, "481,060 / 485,080", "0.01207", 3_000_000),
+            ("3c", 100, 3, "269,650", "0.00558", 2_000_000),
+            ("3c", 100, 1, "565,640", "0.00441", 3_000_000))
+    ]
+    rows += [
         # the logistic output meets ST3 late (600,000 to 1,000,000 sequences)
         Spec("4", "adding", dict(T=100), {**exp4, "input_gate_bias": [-3, -6]}, 0.5,
              "st3", beta=0.01, paper_after="74,000", paper_wrong="1 / 2560",

@@ -295,7 +295,7 @@ def test_paper_adding_network_meets_st3_with_a_linear_output_unit():
 @pytest.mark.slow
 def test_paper_adding_network_meets_st3_with_the_logistic_output_unit():
     """Exp. 4 in the paper's own setting (logistic output unit) meets ST3 too, about
-    several times later than the paper (this seed: 489,000 sequences and 12 of 2560
+    ten times later than the paper (this seed: 489,000 sequences and 12 of 2560
     test sequences wrong; seven seeds of ``benchmarks/paper.py``: 607,508-1,005,508
     sequences and 4-8 wrong; the paper: 74,000 and 1). About 20 s."""
     sequences, wrong = _adding_until_st3("sigmoid", 2_000_000)
