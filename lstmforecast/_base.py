@@ -106,6 +106,7 @@ class BaseLSTM(BaseEstimator):
         "clip_norm": [None, Interval(numbers.Real, 0, None, closed="neither")],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "output": [StrOptions({"last", "sequence"})],
+        "loss": [StrOptions({"auto", "squared_error", "log_loss"})],
         "init_scale": [None, Interval(numbers.Real, 0, None, closed="neither")],
         "dtype": [StrOptions(set(_DTYPES))],
         "device": [StrOptions({"cpu", "cuda", "auto"})],
@@ -121,8 +122,9 @@ class BaseLSTM(BaseEstimator):
                  epsilon=1e-8, batch_size=32, max_epochs=200, shuffle=True,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  tol=1e-4, clip_norm=None, alpha=0.0, output="last",
-                 output_activation="auto", init_scale=None, input_gate_bias=None,
-                 output_gate_bias=None, forget_gate_bias=None, hidden_bias="all",
+                 output_activation="auto", loss="auto", init_scale=None,
+                 input_gate_bias=None, output_gate_bias=None, forget_gate_bias=None,
+                 hidden_bias="all",
                  output_bias=True, input_to_output=False, output_gate=True,
                  recurrent_weights=True, dtype="float32",
                  device="cpu", random_state=None, verbose=0, warm_start=False):
@@ -151,6 +153,7 @@ class BaseLSTM(BaseEstimator):
         self.alpha = alpha
         self.output = output
         self.output_activation = output_activation
+        self.loss = loss
         self.init_scale = init_scale
         self.input_gate_bias = input_gate_bias
         self.output_gate_bias = output_gate_bias
@@ -167,8 +170,13 @@ class BaseLSTM(BaseEstimator):
         self.warm_start = warm_start
 
     # ----------------------------------------------------------------- checks
+    def _check_loss(self):
+        """Raise ``ValueError`` when ``loss`` does not fit ``output_activation``."""
+        raise NotImplementedError
+
     def _check_hyper_parameters(self):
         self._validate_params()
+        self._check_loss()
         if self.cell == "lstm1997" and self.hidden_size % self.block_size:
             raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of "
                              f"block_size={self.block_size} for cell='lstm1997'")
@@ -236,7 +244,7 @@ class BaseLSTM(BaseEstimator):
                 "block_size": self.block_size, "num_layers": self.num_layers,
                 "input_to_output": self.input_to_output,
                 "output": self.output, "dtype": self.dtype,
-                "output_activation": self.output_activation}
+                "output_activation": self.output_activation, "loss": self.loss}
 
     def _network_args(self):
         """``(cell, hidden_size, block_size, loss_kind)`` of the fitted network

@@ -85,6 +85,39 @@ LOSS_SOFTMAX_XENT = 2
 LOSS_LOGISTIC_XENT = 3
 
 
+def regressor_loss_kind(output_activation, loss):
+    """The regressor's ``loss_kind`` for its ``output_activation`` and ``loss``.
+
+    ``loss="log_loss"`` (binary cross-entropy per output, for targets in [0, 1])
+    needs logistic outputs; its delta at an output's net input is ``y - t``, the
+    1997 paper's eq. 19 without the factor ``f'(net)``.
+    """
+    if loss == "log_loss":
+        if output_activation != "sigmoid":
+            raise ValueError("loss='log_loss' needs output_activation='sigmoid'; "
+                             f"got output_activation={output_activation!r}")
+        return LOSS_LOGISTIC_XENT
+    if output_activation == "sigmoid":
+        return LOSS_SIGMOID_SQUARED
+    return LOSS_SQUARED
+
+
+def classifier_loss_kind(output_activation, loss, n_classes):
+    """The classifier's ``loss_kind`` for its ``output_activation``, ``loss`` and
+    number of classes (``loss="auto"``: squared error on logistic units, the
+    paper's, for ``output_activation="sigmoid"``; cross-entropy otherwise)."""
+    if loss == "squared_error":
+        if output_activation != "sigmoid":
+            raise ValueError("loss='squared_error' needs output_activation="
+                             f"'sigmoid'; got output_activation={output_activation!r}")
+        return LOSS_SIGMOID_SQUARED
+    if output_activation == "sigmoid":
+        return LOSS_LOGISTIC_XENT if loss == "log_loss" else LOSS_SIGMOID_SQUARED
+    if output_activation == "softmax" or n_classes > 2:
+        return LOSS_SOFTMAX_XENT
+    return LOSS_LOGISTIC_XENT
+
+
 def cell_code(cell, squashing="appendix"):
     """The kernels' code of a cell name and its ``squashing`` reading."""
     if cell == "lstm1997" and squashing in _SQUASHING_CODES:

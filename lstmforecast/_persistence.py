@@ -239,9 +239,9 @@ class Codec:
 
 _NET_KEYS = ("cell", "hidden_size", "block_size", "num_layers", "output", "dtype",
              "output_activation")
-# Files written before these parameters lack them: the Appendix's squashing, and a
-# head that sees the cells only.
-_NET_DEFAULTS = {"squashing": "appendix", "input_to_output": False}
+# Files written before these parameters lack them: the Appendix's squashing, a head
+# that sees the cells only, and the loss its output activation implied.
+_NET_DEFAULTS = {"squashing": "appendix", "input_to_output": False, "loss": "auto"}
 _NET_OPTIONAL_KEYS = tuple(_NET_DEFAULTS)
 
 
@@ -368,11 +368,13 @@ class LSTMCodec(Codec):
         _int(net, "num_layers", where, 1)
         _one_of(net, "output", where, ("last", "sequence"))
         _one_of(net, "dtype", where, _FLOAT_DTYPES)
-        act = net["output_activation"]
-        constraint = cls._parameter_constraints["output_activation"][0]
-        _require(isinstance(act, str) and constraint.is_satisfied_by(act),
-                 f"{where}['output_activation'] {act!r} is not valid for "
-                 f"{cls.__name__}")
+        for name in ("output_activation", "loss"):
+            if name not in net:
+                continue
+            value = net[name]
+            constraint = cls._parameter_constraints[name][0]
+            _require(isinstance(value, str) and constraint.is_satisfied_by(value),
+                     f"{where}[{name!r}] {value!r} is not valid for {cls.__name__}")
         if cell == "lstm1997":
             _require(hidden % block == 0, f"{where}: hidden_size={hidden} is not a "
                                           f"multiple of block_size={block}")
@@ -502,12 +504,15 @@ class RegressorCodec(LSTMCodec):
 
     def restore(self, est, fitted, arrays):
         squeeze = _bool(fitted, "_y_squeeze", "fitted")
-        want = (_layout.LOSS_SIGMOID_SQUARED
-                if fitted["_net"]["output_activation"] == "sigmoid"
-                else _layout.LOSS_SQUARED)
+        net = fitted["_net"]
+        try:
+            want = _layout.regressor_loss_kind(net["output_activation"],
+                                               net.get("loss", "auto"))
+        except ValueError as exc:
+            raise ValueError(f"fitted['_net']: {exc}") from None
         _require(fitted["_loss_kind"] == want,
                  f"fitted['_loss_kind'] is {fitted['_loss_kind']!r}, the regressor's "
-                 f"output activation needs {want}")
+                 f"output activation and loss need {want}")
         _require(not squeeze or fitted["n_outputs_"] == 1,
                  "fitted: _y_squeeze needs n_outputs_ 1")
         super().restore(est, fitted, arrays)
@@ -619,15 +624,15 @@ class ClassifierCodec(LSTMCodec):
             _require(np.array_equal(np.unique(classes), classes),
                      "classes_ must be sorted and unique")
         act = fitted["_net"]["output_activation"]
-        if act == "sigmoid":
-            want = _layout.LOSS_SIGMOID_SQUARED
-        elif act == "softmax" or n_classes > 2:
-            want = _layout.LOSS_SOFTMAX_XENT
-        else:
-            want = _layout.LOSS_LOGISTIC_XENT
+        loss = fitted["_net"].get("loss", "auto")
+        try:
+            want = _layout.classifier_loss_kind(act, loss, n_classes)
+        except ValueError as exc:
+            raise ValueError(f"fitted['_net']: {exc}") from None
         _require(fitted["_loss_kind"] == want,
                  f"fitted['_loss_kind'] is {fitted['_loss_kind']!r}; "
-                 f"output_activation={act!r} with {n_classes} classes needs {want}")
+                 f"output_activation={act!r} and loss={loss!r} with {n_classes} "
+                 f"classes need {want}")
         _require(single == (n_classes == 2 and want != _layout.LOSS_SOFTMAX_XENT),
                  "fitted['_single_output'] does not match the classes and the loss")
         super().restore(est, fitted, arrays)

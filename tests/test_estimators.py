@@ -323,6 +323,21 @@ BAD_INPUT_CASES = {
     "clip_norm_0": _param_case("clip_norm", clip_norm=0.0),
     "alpha_negative": _param_case("alpha", alpha=-1.0),
     "output_bad": _param_case("output", output="all"),
+    "loss_unknown": _param_case("loss", loss="hinge"),
+    "log_loss_on_a_linear_output": _param_case("output_activation='sigmoid'",
+                                               loss="log_loss"),
+    "log_loss_targets_outside_0_1": BadCase(
+        lambda: _reg(output_activation="sigmoid", loss="log_loss"), "fit",
+        lambda: (_table(1)[0], _with(np.full(12, 0.5), (3,), 1.25), {}),
+        r"targets in \[0, 1\]"),
+    "log_loss_partial_fit_targets_outside_0_1": BadCase(
+        lambda: _reg(output_activation="sigmoid", loss="log_loss"), "partial_fit",
+        lambda: (_table(1)[0], _with(np.full(12, 0.5), (0,), -0.5), {}),
+        r"targets in \[0, 1\]",
+        prefit=lambda: (_table(2)[0], np.full(12, 0.25))),
+    "classifier_squared_error_on_softmax": BadCase(
+        lambda: _clf(loss="squared_error"), "fit",
+        lambda: (_table(1)[0], np.arange(12) % 3, {}), "output_activation='sigmoid'"),
 }
 
 assert len(BAD_INPUT_CASES) >= 25, len(BAD_INPUT_CASES)
@@ -1189,6 +1204,46 @@ def test_clip_norm_rescues_a_diverging_run():
     assert np.all(np.isfinite(clipped.params_))
     assert np.all(np.isfinite(clipped.predict(X)))
     assert clipped.get_params()["clip_norm"] == 1.0
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "log_loss"])
+def test_regressor_loss_sets_the_output_delta(loss):
+    """One SGD step on one sequence moves the output bias by ``lr * (t - y)``
+    under ``loss="log_loss"`` (binary cross-entropy on a logistic unit) and by
+    ``lr * (t - y) * y * (1 - y)`` under squared error (the paper's eq. 19)."""
+    X, _ = _cube(3, n=2)
+    y = np.array([0.9, 0.05])
+    est = _reg(output_activation="sigmoid", loss=loss, optimizer="sgd",
+               batch_size=1, dtype="float64", learning_rate=1e-300)
+    est.partial_fit(X[:1], y[:1])                   # builds; weights stay
+    before = est.get_weights()["head.bias"][0]
+    out = est.predict(X[1:])[0]
+    est.set_params(learning_rate=0.5).partial_fit(X[1:], y[1:])
+    step = est.get_weights()["head.bias"][0] - before
+    delta = (y[1] - out) * (1.0 if loss == "log_loss" else out * (1.0 - out))
+    assert_allclose(step, 0.5 * delta, rtol=1e-10)
+    # the loss is part of the network: a warm start may not change it
+    est.set_params(warm_start=True, max_epochs=1,
+                   loss="squared_error" if loss == "log_loss" else "log_loss")
+    with pytest.raises(ValueError, match="changed"):
+        est.fit(X, y)
+
+
+def test_classifier_sigmoid_units_with_log_loss():
+    """``output_activation="sigmoid", loss="log_loss"``: one logistic unit per
+    class trained on binary cross-entropy; probabilities are the units' outputs
+    normalised, and the classifier learns a task its squared-error twin learns."""
+    X, _ = _cube(7, n=90, T=4, D=2)
+    y = np.digitize(X[:, -1, 0], [-0.5, 0.5])        # 3 classes
+    est = _clf(output_activation="sigmoid", loss="log_loss", hidden_size=8,
+               max_epochs=60, learning_rate=0.02).fit(X, y)
+    assert est.n_outputs_ == 3 and not est._single_output
+    proba = est.predict_proba(X)
+    assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    assert est.score(X, y) > 0.85
+    squared = clone(est).set_params(loss="auto").fit(X, y)
+    assert squared._loss_kind != est._loss_kind
+    assert not np.array_equal(squared.params_, est.params_)
 
 
 # --------------------------------------------------------- 8. KeyboardInterrupt

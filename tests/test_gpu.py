@@ -130,7 +130,7 @@ def _targets(rng, T, n_outputs, loss_kind):
         return rng.uniform(size=(T, n_outputs))
     if loss_kind == LOSS_SOFTMAX_XENT:
         return np.eye(n_outputs)[rng.integers(n_outputs, size=T)]
-    return rng.integers(0, 2, size=(T, n_outputs)).astype(np.float64)
+    return rng.uniform(size=(T, n_outputs))  # soft, as loss="log_loss" sends
 
 
 def _close(actual, expected, dtype, err_msg=""):

@@ -187,7 +187,9 @@ def _targets(rng, T, n_outputs, loss_kind):
         return rng.uniform(size=(T, n_outputs))
     if loss_kind == LOSS_SOFTMAX_XENT:
         return np.eye(n_outputs)[rng.integers(n_outputs, size=T)]
-    return rng.integers(0, 2, size=(T, n_outputs)).astype(np.float64)
+    # logistic cross-entropy: soft targets, as the regressor's loss="log_loss" sends
+    # (labels 0 and 1, the classifier's, are a special case of the same formula)
+    return rng.uniform(size=(T, n_outputs))
 
 
 def _rel_err(a, b):

@@ -46,6 +46,19 @@ def test_quick_rows_and_recipes(paper):
                        ("2c", None, "next", ("paper",))]
     assert len([s for s in full if s.net.get("squashing") == "table10"]) == 19
     assert {s.targets for s in full if s.exp != "1"} == {"next"}
+    # Exp. 4's logistic rows also with binary cross-entropy at the output
+    log_loss = [(s.exp, s.kwargs["T"], s.net["output_activation"]
+                 if "output_activation" in s.net else None, s.recipes)
+                for s in full if s.net.get("loss") == "log_loss"]
+    assert log_loss == [("4", T, None, ("paper",)) for T in (100, 500, 1000)]
+    assert [s.kwargs["T"] for s in paper._specs(False)
+            if s.net.get("loss") == "log_loss"] == [100]
+    spec = next(s for s in full if s.net.get("loss") == "log_loss")
+    model = paper._estimator(spec, "paper", 0)
+    assert (model.loss, model.output_activation) == ("log_loss", "sigmoid")
+    assert paper._summary(spec, "paper", [dict(success=False, sequences=8, wrong=1,
+                                               n_test=2560, seconds=1.0)])[
+        "setting"] == "T=100, log loss"
     assert [(s.exp, s.net["squashing"]) for s in full if s.exp in ("2a", "2b")] == [
         ("2a", "exp2"), ("2b", "exp2"), ("2a", "exp2_centered"),
         ("2b", "exp2_centered")]
@@ -64,7 +77,7 @@ def test_full_has_every_lstm_row_of_tables_1_to_9(paper):
 
     own = sorted(key(s) for s in paper._specs(True)
                  if s.net.get("squashing") in (None, "exp2") and s.targets == "next"
-                 and s.net.get("output_activation") is None)
+                 and s.net.get("output_activation") is None and "loss" not in s.net)
     table_1 = [("1", 0.1, 4, "39,740"), ("1", 0.1, 3, "21,730"),
                ("1", 0.2, 3, "14,060"), ("1", 0.5, 4, "9,500"),
                ("1", 0.5, 3, "8,440")]
@@ -174,7 +187,7 @@ def test_exp2_cell_is_absent_while_its_input_weights_are_minus_1000(paper):
 def test_a_run_writes_both_tables(tmp_path):
     # (a process of its own, as users run it: main() sets NUMBA_NUM_THREADS for
     # its forked workers, which Numba refuses in a process whose threads run)
-    argv = ["--only", "4", "--recipes", "paper", "--seconds", "2", "--jobs", "1",
+    argv = ["--only", "4", "--recipes", "paper", "--seconds", "1", "--jobs", "1",
             "--out", str(tmp_path)]
     proc = subprocess.run([sys.executable, _PATH, *argv], capture_output=True,
                           text=True, timeout=600)
@@ -182,15 +195,17 @@ def test_a_run_writes_both_tables(tmp_path):
     with open(tmp_path / "paper_results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["setting"], r["recipe"]) for r in rows] == [
-        ("T=100", "paper"), ("T=100, linear output", "paper")]
+        ("T=100", "paper"), ("T=100, linear output", "paper"),
+        ("T=100, log loss", "paper")]
     for r in rows:
         assert r["weights"] == "93"          # Table 10
         assert r["paper_success_after"] == "74,000"
         assert r["trials"] == "1"
-        assert r["successful"] == "0"        # not in 2 s
+        assert r["successful"] == "0"        # not in 1 s
         assert int(r["max_seen"]) >= 8       # the first call builds the network
     assert rows[1]["network"].endswith("linear out")
+    assert rows[2]["network"].endswith("log loss")
     table = (tmp_path / "paper_results.md").read_text()
-    assert "`python benchmarks/paper.py --only 4 --recipes paper --seconds 2" in table
-    assert table.count("\n| 4 |") == 2
+    assert "`python benchmarks/paper.py --only 4 --recipes paper --seconds 1" in table
+    assert table.count("\n| 4 |") == 3
     assert table in proc.stdout

@@ -142,6 +142,14 @@ def _case_reg_truncated_sigmoid():
     return est.fit(X, 1 / (1 + np.exp(-y))), X
 
 
+def _case_reg_truncated_log_loss():
+    X, y = _cube(6)
+    est = _reg(cell="lstm1997", hidden_size=2, gradient="truncated",
+               output_activation="sigmoid", loss="log_loss", batch_size=1,
+               update="step", max_epochs=1)
+    return est.fit(X, 1 / (1 + np.exp(-y))), X
+
+
 def _case_reg_truncated_table10():
     X, y = _cube(16)
     est = _reg(cell="lstm1997", hidden_size=4, block_size=2, squashing="table10",
@@ -232,6 +240,12 @@ def _case_clf_sigmoid_multiclass():
     return _clf(output_activation="sigmoid").fit(X, _labels([0, 1, 2], y)), X
 
 
+def _case_clf_sigmoid_log_loss_multiclass():
+    X, y = _table(16, n=18)
+    est = _clf(output_activation="sigmoid", loss="log_loss")
+    return est.fit(X, _labels([0, 1, 2], y)), X
+
+
 ROUND_TRIP_CASES = {
     "reg_table_float32": _case_reg_table_f32,
     "reg_cube_lstm1997_float64_multioutput": _case_reg_cube_lstm1997_f64_multi,
@@ -240,6 +254,7 @@ ROUND_TRIP_CASES = {
     "reg_dataframe": _case_reg_dataframe,
     "reg_truncated_sigmoid": _case_reg_truncated_sigmoid,
     "reg_truncated_table10": _case_reg_truncated_table10,
+    "reg_truncated_log_loss": _case_reg_truncated_log_loss,
     "reg_exp2_net_input_to_output": _case_reg_exp2_net_input_to_output,
     "reg_truncated_exp2_centered": _case_reg_truncated_exp2_centered,
     "reg_early_stopping": _case_reg_early_stopping,
@@ -251,6 +266,7 @@ ROUND_TRIP_CASES = {
     "clf_bool_labels": _case_clf_bool_labels,
     "clf_float_labels_softmax": _case_clf_float_labels_softmax,
     "clf_sigmoid_multiclass": _case_clf_sigmoid_multiclass,
+    "clf_sigmoid_log_loss_multiclass": _case_clf_sigmoid_log_loss_multiclass,
 }
 
 
@@ -278,6 +294,7 @@ def test_round_trip_covers_both_dtypes_cells_outputs_and_label_kinds():
 
 
 CONTINUE_CASES = ["reg_table_float32", "reg_truncated_sigmoid", "reg_truncated_table10",
+                  "reg_truncated_log_loss", "clf_sigmoid_log_loss_multiclass",
                   "reg_exp2_net_input_to_output", "reg_truncated_exp2_centered",
                   "clf_multiclass_str_object", "clf_sequence_str"]
 
@@ -721,6 +738,11 @@ MALFORMED = {
                                           "MT19937")), "PCG64"),
     "regressor_loss_kind": (_tamper("reg", _set(["fitted", "_loss_kind"], 2)),
                             "_loss_kind"),
+    "unknown_loss": (_tamper("reg", _set(["fitted", "_net", "loss"], "hinge")),
+                     "loss"),
+    "log_loss_on_a_linear_output": (
+        _tamper("reg", _set(["fitted", "_net", "loss"], "log_loss")),
+        "output_activation='sigmoid'"),
     "classes_unsorted": (_tamper("clf", _set(["fitted", "classes_", "values"],
                                              ["yes", "no"])), "sorted"),
     "classes_wrong_count": (_tamper("clf", _set(["fitted", "classes_", "values"],
@@ -751,7 +773,7 @@ MALFORMED = {
     "numeric_classes_unsorted": (
         _tamper("clf_int", _arr("classes_", lambda a: a[::-1].copy())), "sorted"),
 }
-N_MALFORMED = 66
+N_MALFORMED = 68
 
 
 def test_malformed_matrix_is_counted():
@@ -788,18 +810,19 @@ def test_malformed_file_is_rejected_without_side_effects(case, good_files, tmp_p
 
 
 def test_file_from_before_the_squashing_parameter_loads_as_appendix(tmp_path):
-    """Files written before ``squashing``, ``input_to_output``, ``output_gate`` and
-    ``recurrent_weights`` existed lack them in the parameters and in ``_net``: they
-    load as the network they were (the Appendix's squashing, a head that sees the
-    cells only) and keep training."""
+    """Files written before ``squashing``, ``input_to_output``, ``output_gate``,
+    ``recurrent_weights`` and ``loss`` existed lack them in the parameters and in
+    ``_net``: they load as the network they were (the Appendix's squashing, a head
+    that sees the cells only, the loss its output activation implied) and keep
+    training."""
     est, X = _case_reg_cube_lstm1997_f64_multi()
     est.save(tmp_path / "new.npz")
 
     def drop_new_keys(header, arrays):
         for key in ("squashing", "input_to_output", "output_gate",
-                    "recurrent_weights"):
+                    "recurrent_weights", "loss"):
             del header["params"][key]
-        for key in ("squashing", "input_to_output"):
+        for key in ("squashing", "input_to_output", "loss"):
             del header["fitted"]["_net"][key]
 
     old = _tamper("new", drop_new_keys)({"new": tmp_path / "new.npz"},
@@ -809,6 +832,7 @@ def test_file_from_before_the_squashing_parameter_loads_as_appendix(tmp_path):
         assert b"input_to_output" not in z["header"].tobytes()
     loaded = load(old)
     assert loaded.squashing == "appendix" and not loaded.input_to_output
+    assert loaded.loss == "auto"
     assert loaded._net == est._net
     _assert_same_predictions(est, loaded, X)
     loaded.partial_fit(X, est.predict(X))

@@ -46,9 +46,7 @@ def _problem(rng, D, H, S, K, lengths, loss_kind, dtype=np.float64, cell=CELL,
         X[b, :length] = rng.normal(size=(length, D))
         if loss_kind == _layout.LOSS_SOFTMAX_XENT:
             Y[b, :length] = np.eye(K)[rng.integers(0, K, length)]
-        elif loss_kind == _layout.LOSS_LOGISTIC_XENT:
-            Y[b, :length] = rng.integers(0, 2, (length, K))
-        else:
+        else:  # (logistic cross-entropy too: soft targets, as loss="log_loss" sends)
             Y[b, :length] = rng.random((length, K))
         M[b, :length] = (rng.random(length) > 0.4) * rng.uniform(0.5, 2, length)
         M[b, length - 1] = 1.0
@@ -244,7 +242,7 @@ def test_lstm_regressor_learns_with_the_truncated_rule():
     assert np.mean((est.predict(X) - y) ** 2) < 0.02 * np.var(y)
 
 
-def _adding_until_st3(output_activation, budget):
+def _adding_until_st3(output_activation, budget, loss="auto"):
     """Train Exp. 4's network (adding, T=100: the paper's 93 weights, rule and
     learning rate) on-line on fresh sequences until ST3(0.01) holds (the 2000 most
     recent sequences within 0.04 and their mean squared error below 0.01; errors as
@@ -258,8 +256,8 @@ def _adding_until_st3(output_activation, budget):
         cell="lstm1997", hidden_size=4, block_size=2, gradient="truncated",
         update="step", optimizer="sgd", learning_rate=0.5, momentum=0.0,
         batch_size=1, input_gate_bias=[-3, -6], init_scale=0.1,
-        output_activation=output_activation, shuffle=False, dtype="float64",
-        random_state=0)
+        output_activation=output_activation, loss=loss, shuffle=False,
+        dtype="float64", random_state=0)
     correct, squared = [], []
     seen, stopped_after = 0, None
     while seen < budget:
@@ -289,6 +287,18 @@ def test_paper_adding_network_meets_st3_with_a_linear_output_unit():
     learned the task gets about 1700 of 2000 wrong. About 10 s.
     """
     _, wrong = _adding_until_st3("identity", 150_000)
+    assert wrong <= 13
+
+
+def test_paper_adding_network_with_log_loss_meets_st3_near_the_paper_count():
+    """Exp. 4 in the paper's setting (logistic output unit, 93 weights, the
+    truncated rule, SGD at 0.5 on fresh sequences) with binary cross-entropy at the
+    output (its delta is ``t - y``: eq. 19 without ``f'``) meets ST3 within three
+    times the paper's 74,000 sequences (this seed: 74,500, with 7 of 2560 test
+    sequences wrong). Ten seeds of ``benchmarks/paper.py``: 66,508-127,508 (mean
+    93,608) with 2-10 wrong; squared error (eq. 19 as printed) needs about
+    750,000. About 5 s."""
+    sequences, wrong = _adding_until_st3("sigmoid", 3 * 74_000, loss="log_loss")
     assert wrong <= 13
 
 
