@@ -124,9 +124,8 @@ class BaseLSTM(BaseEstimator):
                  tol=1e-4, clip_norm=None, alpha=0.0, output="last",
                  output_activation="auto", loss="auto", init_scale=None,
                  input_gate_bias=None, output_gate_bias=None, forget_gate_bias=None,
-                 hidden_bias="all",
-                 output_bias=True, input_to_output=False, output_gate=True,
-                 recurrent_weights=True, dtype="float32",
+                 hidden_bias="all", output_bias=True, input_to_output=False,
+                 output_gate=True, recurrent_weights=True, dtype="float32",
                  device="cpu", random_state=None, verbose=0, warm_start=False):
         self.hidden_size = hidden_size
         self.num_layers = num_layers

@@ -52,10 +52,10 @@ __all__ = ["ForecastInterval", "LSTMForecaster"]
 # The LSTMRegressor parameters the forecaster exposes under the same names.
 # Left out: ``output`` (always "last": one window, one forecast),
 # ``output_activation`` and ``loss`` (identity and squared error: the scaled targets
-# are unbounded), ``warm_start``
-# (every fit refits the scaling), ``update`` (its two settings coincide with one
-# target per window; the name is the forecaster's ``update`` method), and
-# ``output_gate`` and ``recurrent_weights`` (for the paper's Exp. 2 network).
+# are unbounded), ``warm_start`` (every fit refits the scaling), ``update`` (its two
+# settings coincide with one target per window; the name is the forecaster's
+# ``update`` method), and ``output_gate`` and ``recurrent_weights`` (for the paper's
+# Exp. 2 network).
 _REGRESSOR_PARAMS = (
     "hidden_size", "num_layers", "cell", "block_size", "squashing", "gradient",
     "optimizer",

@@ -40,19 +40,31 @@ def test_quick_rows_and_recipes(paper):
     # every step); 2a/2b only in the full run
     # every possible next symbol as Exp. 1's target is a third reading
     table10 = [(s.exp, s.net.get("update"), s.targets, s.recipes)
-               for s in paper._specs(False) if s.net.get("squashing") == "table10"]
+               for s in paper._specs(False)
+               if s.net.get("squashing") == "table10" and "loss" not in s.net]
     assert table10 == [("1", "step", "next", ("paper",)),
                        ("1", "step", "possible", ("paper",)),
                        ("2c", None, "next", ("paper",))]
-    assert len([s for s in full if s.net.get("squashing") == "table10"]) == 19
+    assert len([s for s in full if s.net.get("squashing") == "table10"
+                and "loss" not in s.net]) == 19
     assert {s.targets for s in full if s.exp != "1"} == {"next"}
-    # Exp. 4's logistic rows also with binary cross-entropy at the output
-    log_loss = [(s.exp, s.kwargs["T"], s.net["output_activation"]
-                 if "output_activation" in s.net else None, s.recipes)
-                for s in full if s.net.get("loss") == "log_loss"]
-    assert log_loss == [("4", T, None, ("paper",)) for T in (100, 500, 1000)]
-    assert [s.kwargs["T"] for s in paper._specs(False)
-            if s.net.get("loss") == "log_loss"] == [100]
+    # Exps. 4 and 5 (logistic output) and 2c (Table 10 squashing) also with binary
+    # cross-entropy at the outputs
+    log_loss = [s for s in full if s.net.get("loss") == "log_loss"]
+    assert sorted((s.exp, s.kwargs.get("T"), s.beta) for s in log_loss
+                  if s.exp != "2c") == [("4", 100, 0.01), ("4", 500, 0.01),
+                                        ("4", 1000, 0.01), ("5", 100, 13),
+                                        ("5", 100, 140)]
+    assert sorted((s.kwargs["q"], s.kwargs["p"]) for s in log_loss
+                  if s.exp == "2c") == sorted(
+        (s.kwargs["q"], s.kwargs["p"]) for s in full
+        if s.exp == "2c" and "squashing" not in s.net)
+    assert all(s.recipes == ("paper",) and "output_activation" not in s.net
+               and s.net.get("squashing") == ("table10" if s.exp == "2c" else None)
+               for s in log_loss)
+    assert [(s.exp, s.kwargs.get("T")) for s in paper._specs(False)
+            if s.net.get("loss") == "log_loss"] == [("4", 100), ("5", 100),
+                                                    ("2c", None)]
     spec = next(s for s in full if s.net.get("loss") == "log_loss")
     model = paper._estimator(spec, "paper", 0)
     assert (model.loss, model.output_activation) == ("log_loss", "sigmoid")
@@ -99,7 +111,8 @@ def test_full_has_every_lstm_row_of_tables_1_to_9(paper):
                                                n_test=2560, seconds=0.0)])["setting"]
              for s in paper._specs(True) if s.exp == "5"]
     assert n_seq == ["T=100, n_seq=140", "T=100, linear output, n_seq=140",
-                     "T=100, n_seq=13"]
+                     "T=100, n_seq=13", "T=100, log loss, n_seq=140",
+                     "T=100, log loss, n_seq=13"]
 
 
 @pytest.mark.parametrize("targets", ["next", "possible"])
