@@ -585,12 +585,12 @@ def _network_text(spec, recipe):
         n_blocks = spec.net["hidden_size"] // spec.net["block_size"]
         linear = ", linear out" if _linear_output(spec) else ""
         table10 = ", Table 10 g/h" if _table10(spec) else ""
-        table10 += ", log loss" if _log_loss(spec) else ""
+        log_loss = ", log loss" if _log_loss(spec) else ""
         exp2 = {"exp2": ", g logistic, h id, no out gate, outputs see inputs",
                 "exp2_centered": ", g in [-1, 1], h id, no out gate, outputs see "
                                  "inputs"}.get(spec.net.get("squashing"), "")
         return (f"{n_blocks}x{spec.net['block_size']} lstm1997, lr {spec.lr:g}"
-                f"{linear}{table10}{exp2}")
+                f"{linear}{table10}{log_loss}{exp2}")
     return f"lstm {max(8, spec.net['hidden_size'])}, Adam"
 
 

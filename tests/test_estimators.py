@@ -1232,7 +1232,8 @@ def test_regressor_loss_sets_the_output_delta(loss):
 def test_classifier_sigmoid_units_with_log_loss():
     """``output_activation="sigmoid", loss="log_loss"``: one logistic unit per
     class trained on binary cross-entropy; probabilities are the units' outputs
-    normalised, and the classifier learns a task its squared-error twin learns."""
+    normalised, it learns a 3-class task, and it trains otherwise than its
+    squared-error twin (``loss="auto"``)."""
     X, _ = _cube(7, n=90, T=4, D=2)
     y = np.digitize(X[:, -1, 0], [-0.5, 0.5])        # 3 classes
     est = _clf(output_activation="sigmoid", loss="log_loss", hidden_size=8,
