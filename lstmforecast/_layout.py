@@ -85,6 +85,12 @@ LOSS_SOFTMAX_XENT = 2
 LOSS_LOGISTIC_XENT = 3
 
 
+def _require_sigmoid(loss, output_activation):
+    if output_activation != "sigmoid":
+        raise ValueError(f"loss={loss!r} needs output_activation='sigmoid'; got "
+                         f"output_activation={output_activation!r}")
+
+
 def regressor_loss_kind(output_activation, loss):
     """The regressor's ``loss_kind`` for its ``output_activation`` and ``loss``.
 
@@ -93,9 +99,7 @@ def regressor_loss_kind(output_activation, loss):
     1997 paper's eq. 19 without the factor ``f'(net)``.
     """
     if loss == "log_loss":
-        if output_activation != "sigmoid":
-            raise ValueError("loss='log_loss' needs output_activation='sigmoid'; "
-                             f"got output_activation={output_activation!r}")
+        _require_sigmoid(loss, output_activation)
         return LOSS_LOGISTIC_XENT
     if output_activation == "sigmoid":
         return LOSS_SIGMOID_SQUARED
@@ -107,9 +111,7 @@ def classifier_loss_kind(output_activation, loss, n_classes):
     number of classes (``loss="auto"``: squared error on logistic units, the
     paper's, for ``output_activation="sigmoid"``; cross-entropy otherwise)."""
     if loss == "squared_error":
-        if output_activation != "sigmoid":
-            raise ValueError("loss='squared_error' needs output_activation="
-                             f"'sigmoid'; got output_activation={output_activation!r}")
+        _require_sigmoid(loss, output_activation)
         return LOSS_SIGMOID_SQUARED
     if output_activation == "sigmoid":
         return LOSS_LOGISTIC_XENT if loss == "log_loss" else LOSS_SIGMOID_SQUARED

@@ -298,7 +298,7 @@ def test_paper_adding_network_with_log_loss_meets_st3_near_the_paper_count():
     sequences wrong). Ten seeds of ``benchmarks/paper.py``: 66,508-127,508 (mean
     93,608) with 2-10 wrong; squared error (eq. 19 as printed) needs about
     750,000. About 5 s."""
-    sequences, wrong = _adding_until_st3("sigmoid", 3 * 74_000, loss="log_loss")
+    _, wrong = _adding_until_st3("sigmoid", 3 * 74_000, loss="log_loss")
     assert wrong <= 13
 
 
