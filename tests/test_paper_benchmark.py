@@ -48,19 +48,22 @@ def test_quick_rows_and_recipes(paper):
     assert len([s for s in full if s.net.get("squashing") == "table10"
                 and "loss" not in s.net]) == 19
     assert {s.targets for s in full if s.exp != "1"} == {"next"}
-    # Exps. 4 and 5 (logistic output) and 2c (Table 10 squashing) also with binary
-    # cross-entropy at the outputs
+    # Exps. 4 and 5 (logistic output), 2c (Table 10 squashing) and 2a (g in
+    # [-1, 1]) also with binary cross-entropy at the outputs; not 2b
     log_loss = [s for s in full if s.net.get("loss") == "log_loss"]
     assert sorted((s.exp, s.kwargs.get("T"), s.beta) for s in log_loss
-                  if s.exp != "2c") == [("4", 100, 0.01), ("4", 500, 0.01),
+                  if s.exp in ("4", "5")) == [("4", 100, 0.01), ("4", 500, 0.01),
                                         ("4", 1000, 0.01), ("5", 100, 13),
                                         ("5", 100, 140)]
     assert sorted((s.kwargs["q"], s.kwargs["p"]) for s in log_loss
                   if s.exp == "2c") == sorted(
         (s.kwargs["q"], s.kwargs["p"]) for s in full
         if s.exp == "2c" and "squashing" not in s.net)
+    assert [(s.exp, s.kwargs, s.net["squashing"]) for s in log_loss
+            if s.exp in ("2a", "2b")] == [("2a", dict(p=100), "exp2_centered")]
+    squashing = {"2c": "table10", "2a": "exp2_centered"}
     assert all(s.recipes == ("paper",) and "output_activation" not in s.net
-               and s.net.get("squashing") == ("table10" if s.exp == "2c" else None)
+               and s.net.get("squashing") == squashing.get(s.exp)
                for s in log_loss)
     assert [(s.exp, s.kwargs.get("T")) for s in paper._specs(False)
             if s.net.get("loss") == "log_loss"] == [("4", 100), ("5", 100),
@@ -71,7 +74,8 @@ def test_quick_rows_and_recipes(paper):
     assert paper._summary(spec, "paper", [dict(success=False, sequences=8, wrong=1,
                                                n_test=2560, seconds=1.0)])[
         "setting"] == "T=100, log loss"
-    assert [(s.exp, s.net["squashing"]) for s in full if s.exp in ("2a", "2b")] == [
+    assert [(s.exp, s.net["squashing"]) for s in full if s.exp in ("2a", "2b")
+            and "loss" not in s.net] == [
         ("2a", "exp2"), ("2b", "exp2"), ("2a", "exp2_centered"),
         ("2b", "exp2_centered")]
 
