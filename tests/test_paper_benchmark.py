@@ -41,16 +41,35 @@ def test_quick_rows_and_recipes(paper):
     # every possible next symbol as Exp. 1's target is a third reading
     table10 = [(s.exp, s.net.get("update"), s.targets, s.recipes)
                for s in paper._specs(False)
-               if s.net.get("squashing") == "table10" and "loss" not in s.net]
+               if s.net.get("squashing") == "table10" and "loss" not in s.net
+               and "recurrent_weights" not in s.net]
     assert table10 == [("1", "step", "next", ("paper",)),
                        ("1", "step", "possible", ("paper",)),
                        ("2c", None, "next", ("paper",))]
     assert len([s for s in full if s.net.get("squashing") == "table10"
-                and "loss" not in s.net]) == 19
+                and "loss" not in s.net and "recurrent_weights" not in s.net]) == 19
+    # 2c's Table-10 rows (both losses) once more without recurrent weights; in the
+    # quick run at q = p = 100
+    no_recurrence = [(s.kwargs["q"], s.kwargs["p"], s.net.get("loss"), s.recipes)
+                     for s in full
+                     if s.exp == "2c" and s.net.get("recurrent_weights") is False]
+    assert sorted(no_recurrence, key=str) == sorted(
+        [(s.kwargs["q"], s.kwargs["p"], s.net.get("loss"), ("paper",)) for s in full
+         if s.exp == "2c" and s.net.get("squashing") == "table10"
+         and "recurrent_weights" not in s.net], key=str)
+    assert len(no_recurrence) == 18
+    assert [(s.kwargs["q"], s.net.get("loss")) for s in paper._specs(False)
+            if s.net.get("recurrent_weights") is False] == [(100, None),
+                                                            (100, "log_loss")]
+    spec = next(s for s in full
+                if s.exp == "2c" and s.net.get("recurrent_weights") is False)
+    assert paper._estimator(spec, "paper", 0).recurrent_weights is False
+    assert paper._weights(spec, "paper") == 6 * spec.kwargs["p"] + 28
     assert {s.targets for s in full if s.exp != "1"} == {"next"}
     # Exps. 4 and 5 (logistic output), 2c (Table 10 squashing) and 2a (g in
     # [-1, 1]) also with binary cross-entropy at the outputs; not 2b
-    log_loss = [s for s in full if s.net.get("loss") == "log_loss"]
+    log_loss = [s for s in full if s.net.get("loss") == "log_loss"
+                and not (s.exp == "2c" and "recurrent_weights" in s.net)]
     assert sorted((s.exp, s.kwargs.get("T"), s.beta) for s in log_loss
                   if s.exp in ("4", "5")) == [("4", 100, 0.01), ("4", 500, 0.01),
                                         ("4", 1000, 0.01), ("5", 100, 13),
@@ -66,8 +85,9 @@ def test_quick_rows_and_recipes(paper):
                and s.net.get("squashing") == squashing.get(s.exp)
                for s in log_loss)
     assert [(s.exp, s.kwargs.get("T")) for s in paper._specs(False)
-            if s.net.get("loss") == "log_loss"] == [("4", 100), ("5", 100),
-                                                    ("2c", None)]
+            if s.net.get("loss") == "log_loss"
+            and "recurrent_weights" not in s.net] == [("4", 100), ("5", 100),
+                                                      ("2c", None)]
     spec = next(s for s in full if s.net.get("loss") == "log_loss")
     model = paper._estimator(spec, "paper", 0)
     assert (model.loss, model.output_activation) == ("log_loss", "sigmoid")
@@ -199,6 +219,31 @@ def test_exp2_cell_is_absent_while_its_input_weights_are_minus_1000(paper):
     assert np.array_equal(after["head.weight"], weights["head.weight"])
     assert not np.array_equal(after["head.weight_input"],
                               weights["head.weight_input"])
+
+
+def test_2c_chunks_stay_within_their_byte_cap(paper, monkeypatch):
+    """2c's long lags and large alphabets train and test in chunks of at most
+    ``MAX_CHUNK_BYTES`` (q = p = 1000 would take 4 GB per chunk of 500); rows whose
+    chunks fit keep ``CHUNK``. A trial with small chunks still tests on the
+    paper's 2,000 sequences."""
+    full = {(s.kwargs.get("q"), s.kwargs.get("p")): paper._chunk_size(s)
+            for s in paper._specs(True) if s.exp == "2c"}
+    assert full[(50, 50)] == full[(200, 200)] == full[(1000, 50)] == paper.CHUNK
+    assert full[(1000, 1000)] * 1080 * 1004 * 8 <= paper.MAX_CHUNK_BYTES
+    assert 8 <= full[(1000, 1000)] < full[(1000, 500)] < full[(1000, 100)] < 500
+    assert paper._pieces(2000, 300) == [300] * 6 + [200]
+    assert paper._pieces(2000, 500) == [500] * 4
+
+    spec = next(s for s in paper._specs(False) if s.exp == "2c")
+    monkeypatch.setattr(paper, "MAX_CHUNK_BYTES", 130 * 54 * 8 * 24)
+    assert paper._chunk_size(spec) == 24
+    made = []
+    make = paper._make
+    monkeypatch.setattr(paper, "_make",
+                        lambda spec, rng, n: made.append(n) or make(spec, rng, n))
+    out = paper._trial(paper.replace(spec, budget=50), "paper", 0, 60.0)
+    assert out["n_test"] == 2000 and out["sequences"] == 8 + 2 * 24
+    assert max(made) == 24 and sum(made) == 8 + 2 * 24 + 2000
 
 
 def test_a_run_writes_both_tables(tmp_path):
