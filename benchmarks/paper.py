@@ -349,9 +349,9 @@ def _log_loss_rows(rows):
 def _no_recurrence_rows(rows):
     """2c's rows with Table 10's squashing (both losses) again with no recurrent
     weights (``recurrent_weights=False``): cells and gates see only the inputs,
-    6p + 28 weights where Table 10 counts 6p + 64. With them the untrained cells'
-    states drift far enough over the longer lags to saturate h (see the module
-    docstring)."""
+    6p + 28 weights where Table 10 counts 6p + 64. Through the recurrent weights
+    the untrained cells' states drift far enough over the longer lags to saturate
+    h (see the module docstring)."""
     return [replace(spec, net={**spec.net, "recurrent_weights": False},
                     recipes=("paper",))
             for spec in rows if spec.exp == "2c" and _table10(spec)]
