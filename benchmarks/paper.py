@@ -33,8 +33,9 @@ How the stopping rules are read (the paper's text is in ``LSTM1997.md``):
 
 Exps. 4 and 5 also run with a linear output unit (``output_activation="identity"``,
 rows marked "linear output"), the rest of the network, rule and learning rate being
-the paper's; and Exps. 4 and 5 (logistic output) and 2c (Table 10's squashing) with
-binary cross-entropy at the outputs (``loss="log_loss"``, rows marked "log loss"):
+the paper's; and Exps. 4 and 5 (logistic output), 2c (Table 10's squashing) and,
+in ``--full``, 2a (g in [-1, 1]) with binary cross-entropy at the outputs
+(``loss="log_loss"``, rows marked "log loss"):
 an output's delta is then t - y, eq. 19 without its factor f'(net) = y (1 - y).
 With the logistic output and eq. 19 as printed, Exp. 4 meets ST3 too, but about ten
 times later than the paper (600,000 to 1,000,000 sequences against 74,000). The
