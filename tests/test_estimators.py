@@ -680,6 +680,22 @@ def test_frozen_recurrent_weights_and_open_output_gates():
     assert np.isfinite(est.loss_curve_[-1]) and est.loss_curve_[-1] < est.loss_curve_[0]
 
 
+def test_without_recurrent_weights_lstm1997_cannot_tell_input_order():
+    """With no recurrent weights and no forget gate, a cell's state is a sum of
+    terms that each depend on one step's input, so permuting every step but the
+    last leaves the output unchanged (why the paper benchmark's order tasks, Exp.
+    6, are out of such a network's reach); with the recurrent weights it changes."""
+    X, y = _cube(26, n=16, T=6, D=3)
+    swapped = X.copy()
+    swapped[:, :-1] = X[:, -2::-1]             # steps 0..T-2 reversed, T-1 kept
+    kwargs = dict(cell="lstm1997", hidden_size=4, block_size=2, dtype="float64",
+                  max_epochs=3, learning_rate=0.05)
+    est = _reg(recurrent_weights=False, **kwargs).fit(X, y)
+    assert_allclose(est.predict(swapped), est.predict(X), rtol=1e-12, atol=1e-12)
+    full = _reg(**kwargs).fit(X, y)
+    assert np.abs(full.predict(swapped) - full.predict(X)).max() > 1e-3
+
+
 def test_input_to_output_head_sees_the_input():
     """``input_to_output=True``: the head also sees the input of the step, its
     weights travel through get_weights / set_weights, and a network whose cells

@@ -58,18 +58,31 @@ def test_quick_rows_and_recipes(paper):
          if s.exp == "2c" and s.net.get("squashing") == "table10"
          and "recurrent_weights" not in s.net], key=str)
     assert len(no_recurrence) == 18
-    assert [(s.kwargs["q"], s.net.get("loss")) for s in paper._specs(False)
-            if s.net.get("recurrent_weights") is False] == [(100, None),
-                                                            (100, "log_loss")]
-    spec = next(s for s in full
-                if s.exp == "2c" and s.net.get("recurrent_weights") is False)
-    assert paper._estimator(spec, "paper", 0).recurrent_weights is False
-    assert paper._weights(spec, "paper") == 6 * spec.kwargs["p"] + 28
+    # and the log-loss rows of Exps. 4 and 5 (T = 100 in the quick run)
+    assert sorted((s.exp, s.kwargs["T"], s.beta, s.net.get("loss"), s.recipes)
+                  for s in full if s.exp in ("4", "5")
+                  and s.net.get("recurrent_weights") is False) == [
+        ("4", T, 0.01, "log_loss", ("paper",)) for T in (100, 500, 1000)] + [
+        ("5", 100, n_seq, "log_loss", ("paper",)) for n_seq in (13, 140)]
+    assert [(s.exp, *s.kwargs.values(), s.net.get("loss"))
+            for s in paper._specs(False)
+            if s.net.get("recurrent_weights") is False] == [
+        ("2c", 100, 100, None), ("4", 100, "log_loss"), ("5", 100, "log_loss"),
+        ("2c", 100, 100, "log_loss")]
+    for exp, weights in (("2c", lambda s: 6 * s.kwargs["p"] + 28),
+                         ("4", lambda s: 29), ("5", lambda s: 29)):
+        spec = next(s for s in full
+                    if s.exp == exp and s.net.get("recurrent_weights") is False)
+        assert paper._estimator(spec, "paper", 0).recurrent_weights is False
+        assert paper._weights(spec, "paper") == weights(spec)
+        assert paper._summary(spec, "paper", [dict(
+            success=False, sequences=8, wrong=1, n_test=2560, seconds=1.0)])[
+            "setting"].split(", ")[-2 if exp == "5" else -1] == "no recurrent weights"
     assert {s.targets for s in full if s.exp != "1"} == {"next"}
     # Exps. 4 and 5 (logistic output), 2c (Table 10 squashing) and 2a (g in
     # [-1, 1]) also with binary cross-entropy at the outputs; not 2b
     log_loss = [s for s in full if s.net.get("loss") == "log_loss"
-                and not (s.exp == "2c" and "recurrent_weights" in s.net)]
+                and not (s.exp in ("2c", "4", "5") and "recurrent_weights" in s.net)]
     assert sorted((s.exp, s.kwargs.get("T"), s.beta) for s in log_loss
                   if s.exp in ("4", "5")) == [("4", 100, 0.01), ("4", 500, 0.01),
                                         ("4", 1000, 0.01), ("5", 100, 13),
@@ -136,7 +149,9 @@ def test_full_has_every_lstm_row_of_tables_1_to_9(paper):
              for s in paper._specs(True) if s.exp == "5"]
     assert n_seq == ["T=100, n_seq=140", "T=100, linear output, n_seq=140",
                      "T=100, n_seq=13", "T=100, log loss, n_seq=140",
-                     "T=100, log loss, n_seq=13"]
+                     "T=100, log loss, n_seq=13",
+                     "T=100, log loss, no recurrent weights, n_seq=140",
+                     "T=100, log loss, no recurrent weights, n_seq=13"]
 
 
 @pytest.mark.parametrize("targets", ["next", "possible"])
@@ -258,16 +273,18 @@ def test_a_run_writes_both_tables(tmp_path):
         rows = list(csv.DictReader(f))
     assert [(r["setting"], r["recipe"]) for r in rows] == [
         ("T=100", "paper"), ("T=100, linear output", "paper"),
-        ("T=100, log loss", "paper")]
+        ("T=100, log loss", "paper"), ("T=100, log loss, no recurrent weights",
+                                       "paper")]
+    assert [r["weights"] for r in rows] == ["93", "93", "93", "29"]   # Table 10: 93
     for r in rows:
-        assert r["weights"] == "93"          # Table 10
         assert r["paper_success_after"] == "74,000"
         assert r["trials"] == "1"
         assert r["successful"] == "0"        # not in 1 s
         assert int(r["max_seen"]) >= 8       # the first call builds the network
     assert rows[1]["network"].endswith("linear out")
     assert rows[2]["network"].endswith("log loss")
+    assert rows[3]["network"].endswith("log loss, no recurrent weights")
     table = (tmp_path / "paper_results.md").read_text()
     assert "`python benchmarks/paper.py --only 4 --recipes paper --seconds 1" in table
-    assert table.count("\n| 4 |") == 3
+    assert table.count("\n| 4 |") == 4
     assert table in proc.stdout
