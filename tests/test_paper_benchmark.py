@@ -69,12 +69,12 @@ def test_quick_rows_and_recipes(paper):
             if s.net.get("recurrent_weights") is False] == [
         ("2c", 100, 100, None), ("4", 100, "log_loss"), ("5", 100, "log_loss"),
         ("2c", 100, 100, "log_loss")]
-    for exp, weights in (("2c", lambda s: 6 * s.kwargs["p"] + 28),
-                         ("4", lambda s: 29), ("5", lambda s: 29)):
+    for exp in ("2c", "4", "5"):
         spec = next(s for s in full
                     if s.exp == exp and s.net.get("recurrent_weights") is False)
         assert paper._estimator(spec, "paper", 0).recurrent_weights is False
-        assert paper._weights(spec, "paper") == weights(spec)
+        assert paper._weights(spec, "paper") == (6 * spec.kwargs["p"] + 28
+                                                 if exp == "2c" else 29)
         setting = paper._summary(spec, "paper", [dict(
             success=False, sequences=8, wrong=1, n_test=2560, seconds=1.0)])["setting"]
         assert "no recurrent weights" in setting.split(", ")
@@ -82,7 +82,7 @@ def test_quick_rows_and_recipes(paper):
     # Exps. 4 and 5 (logistic output), 2c (Table 10 squashing) and 2a (g in
     # [-1, 1]) also with binary cross-entropy at the outputs; not 2b
     log_loss = [s for s in full if s.net.get("loss") == "log_loss"
-                and not (s.exp in ("2c", "4", "5") and "recurrent_weights" in s.net)]
+                and not paper._no_recurrence(s)]
     assert sorted((s.exp, s.kwargs.get("T"), s.beta) for s in log_loss
                   if s.exp in ("4", "5")) == [("4", 100, 0.01), ("4", 500, 0.01),
                                         ("4", 1000, 0.01), ("5", 100, 13),
