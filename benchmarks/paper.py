@@ -51,7 +51,9 @@ and 680,008 with the truncated rule). Without f' (the log loss) ten seeds met ST
 after 66,508-127,508 sequences (mean 93,608; the paper: 74,000) with 2-10 of 2560
 test sequences wrong (the paper: 1). The log loss also brings Exp. 5 and 2c (q = p =
 50) to the paper's counts, but it slows 3b, 3c and 6b and keeps Exp. 1 from
-learning, so it is not one reading of the whole paper; those runs are in the README.
+learning at the rate 0.5 (Exp. 1's log-loss rows, ``--full`` only, run every rate
+of Table 1), so it is not one reading of the whole paper; those runs are in the
+README.
 With the linear output unit, ten seeds of Exp. 4 met ST3 after 69,508-95,508
 sequences (mean 84,458) with 0-9 test sequences wrong (mean 2.8). At T = 500 and
 1000 no output meets ST3 at the paper's counts (see the README).
@@ -103,7 +105,13 @@ The paper does not say which. In 12 trials each (``--quick --only 1 --trials 12
 1,792-20,992 (mean 8,301; the paper: 8,440, between 3,800 and 24,100). The
 paper had 2 failures in 150 trials. Of two trials that did not stop within
 200,000 strings, one failed only the long lag (the final T or P), the other the
-inner grammar as well.
+inner grammar as well. The failures are for good: the count of wrong training
+strings stops moving, or nearly, within the first 2,000-20,000 strings, and five
+failing seeds had as many test strings wrong after 1,000,000 strings as after
+200,000. Some output units sit at the wrong end of the logistic (f' below 1e-6), so
+eq. 19's error signal is nil where they are wrong. No rate, loss, squashing,
+target or update we tried comes near the paper's success rate (the README has
+the measurements).
 
 Exps. 2a and 2b (``--full`` only) use the paper's own network for them: one cell and
 its input gate, no output gate (``output_gate=False``), no biases, g the logistic and
@@ -308,11 +316,12 @@ def _specs(full):
     rows += _table10_rows(rows)
     rows += _log_loss_rows(rows)
     rows += _no_recurrence_rows(rows)
-    quick = {("1", 0.5, 6), ("2c", 50, True), ("2c", 100, False), ("3a", 3),
+    # (Exp. 1's log-loss rows learn least at the quick run's rate 0.5: --full only)
+    quick = {("1", 0.5, 6, False), ("2c", 50, True), ("2c", 100, False), ("3a", 3),
              ("3b", 3), ("3c", 3), ("4", 100), ("5", 100), ("6a",), ("6b",)}
     keep = []
     for spec in rows:
-        key = {"1": ("1", spec.lr, spec.net.get("hidden_size")),
+        key = {"1": ("1", spec.lr, spec.net.get("hidden_size"), _log_loss(spec)),
                "2c": ("2c", spec.kwargs.get("q"),
                       spec.net.get("recurrent_weights", True)),
                "3a": ("3a", spec.kwargs.get("N")), "3b": ("3b", spec.kwargs.get("N")),
@@ -341,16 +350,18 @@ def _table10_rows(rows):
 
 
 def _log_loss_rows(rows):
-    """Exps. 4 and 5 (their logistic-output rows), 2c (its rows with Table 10's
-    squashing) and 2a (with g in [-1, 1]) again, the outputs trained on binary
-    cross-entropy (``loss="log_loss"``: an output's delta is ``t - y``, eq. 19
-    without ``f'``; see the module docstring). Not 2b: no network of its
-    architecture that meets its criterion is a point training settles at, whatever
-    the loss (see the module docstring)."""
+    """Exps. 4 and 5 (their logistic-output rows), 2c and Exp. 1 (their rows with
+    Table 10's squashing; Exp. 1 with every possible next symbol as target) and 2a
+    (with g in [-1, 1]) again, the outputs trained on binary cross-entropy
+    (``loss="log_loss"``: an output's delta is ``t - y``, eq. 19 without ``f'``;
+    see the module docstring). Not 2b: no network of its architecture that meets
+    its criterion is a point training settles at, whatever the loss (see the
+    module docstring)."""
     return [replace(spec, net={**spec.net, "loss": "log_loss"}, recipes=("paper",))
             for spec in rows
             if (spec.exp in ("4", "5") and not _linear_output(spec))
             or (spec.exp == "2c" and _table10(spec))
+            or (spec.exp == "1" and _table10(spec) and spec.targets == "possible")
             or (spec.exp == "2a" and spec.net.get("squashing") == "exp2_centered")]
 
 

@@ -79,8 +79,9 @@ def test_quick_rows_and_recipes(paper):
             success=False, sequences=8, wrong=1, n_test=2560, seconds=1.0)])["setting"]
         assert "no recurrent weights" in setting.split(", ")
     assert {s.targets for s in full if s.exp != "1"} == {"next"}
-    # Exps. 4 and 5 (logistic output), 2c (Table 10 squashing) and 2a (g in
-    # [-1, 1]) also with binary cross-entropy at the outputs; not 2b
+    # Exps. 4 and 5 (logistic output), 2c and Exp. 1 (Table 10 squashing; Exp. 1
+    # with every possible next symbol as target) and 2a (g in [-1, 1]) also with
+    # binary cross-entropy at the outputs; not 2b
     log_loss = [s for s in full if s.net.get("loss") == "log_loss"
                 and not paper._no_recurrence(s)]
     assert sorted((s.exp, s.kwargs.get("T"), s.beta) for s in log_loss
@@ -93,7 +94,11 @@ def test_quick_rows_and_recipes(paper):
         if s.exp == "2c" and "squashing" not in s.net)
     assert [(s.exp, s.kwargs, s.net["squashing"]) for s in log_loss
             if s.exp in ("2a", "2b")] == [("2a", dict(p=100), "exp2_centered")]
-    squashing = {"2c": "table10", "2a": "exp2_centered"}
+    assert sorted((s.lr, s.net["hidden_size"], s.net["update"], s.targets)
+                  for s in log_loss if s.exp == "1") == sorted(
+        (s.lr, s.net["hidden_size"], "step", "possible") for s in full
+        if s.exp == "1" and "squashing" not in s.net)
+    squashing = {"1": "table10", "2c": "table10", "2a": "exp2_centered"}
     assert all(s.recipes == ("paper",) and "output_activation" not in s.net
                and s.net.get("squashing") == squashing.get(s.exp)
                for s in log_loss)
