@@ -34,7 +34,8 @@ How the stopping rules are read (the paper's text is in ``LSTM1997.md``):
 Exps. 4 and 5 also run with a linear output unit (``output_activation="identity"``,
 rows marked "linear output"), the rest of the network, rule and learning rate being
 the paper's; and Exps. 4 and 5 (logistic output), 2c (Table 10's squashing) and,
-in ``--full``, 2a (g in [-1, 1]) with binary cross-entropy at the outputs
+in ``--full``, 2a (g in [-1, 1]) and Exp. 1 (Table 10's squashing, every possible
+next symbol as target) with binary cross-entropy at the outputs
 (``loss="log_loss"``, rows marked "log loss"):
 an output's delta is then t - y, eq. 19 without its factor f'(net) = y (1 - y).
 With the logistic output and eq. 19 as printed, Exp. 4 meets ST3 too, but about ten
