@@ -31,130 +31,41 @@ How the stopping rules are read (the paper's text is in ``LSTM1997.md``):
 * A trial that does not stop within its budget (sequences or seconds) counts as a
   failure; the sequences-to-success columns average the successful trials only.
 
-Exps. 4 and 5 also run with a linear output unit (``output_activation="identity"``,
-rows marked "linear output"), the rest of the network, rule and learning rate being
-the paper's; and Exps. 4 and 5 (logistic output), 2c (Table 10's squashing) and,
-in ``--full``, 2a (g in [-1, 1]) and Exp. 1 (Table 10's squashing, every possible
-next symbol as target) with binary cross-entropy at the outputs
-(``loss="log_loss"``, rows marked "log loss"):
-an output's delta is then t - y, eq. 19 without its factor f'(net) = y (1 - y).
-With the logistic output and eq. 19 as printed, Exp. 4 meets ST3 too, but about ten
-times later than the paper (600,000 to 1,000,000 sequences against 74,000). The
-network has the task after about 100,000 sequences (mean squared error below 1e-4);
-what takes the rest of the time are the targets within 0.04 of 0 or 1 (X1 + X2 near
--2 or 2, about 0.6% of the sequences). There the logistic's slope f' is about 0.06
-(0.25 in the middle), and the read-out must be steeper at the ends than in the
-middle (the logit of 0.5 + u/4 is 2 artanh(u/2)), which the network builds from its
-first block's two cells with output weights of opposite signs (2.6 and -3.8 in one
-trained net; the second block, input-gate bias -6, stays unused). Full BPTT on the
-same network is no faster (two seeds: 608,008 and 680,008 sequences, against 607,508
-and 680,008 with the truncated rule). Without f' (the log loss) ten seeds met ST3
-after 66,508-127,508 sequences (mean 93,608; the paper: 74,000) with 2-10 of 2560
-test sequences wrong (the paper: 1). The log loss also brings Exp. 5 and 2c (q = p =
-50) to the paper's counts, but it slows 3b, 3c and 6b and keeps Exp. 1 from
-learning at the rate 0.5 (Exp. 1's log-loss rows, ``--full`` only, run every rate
-of Table 1), so it is not one reading of the whole paper; those runs are in the
-README.
-With the linear output unit, ten seeds of Exp. 4 met ST3 after 69,508-95,508
-sequences (mean 84,458) with 0-9 test sequences wrong (mean 2.8). At T = 500 and
-1000 no output meets ST3 at the paper's counts (see the README).
+Besides the paper's setting, some experiments run again with one thing changed
+(rows of their own, marked in the "setting" column). Why each exists, and what it
+measured, is in ``benchmarks/PAPER.md``:
 
-Exps. 1 and 2c also run with Table 10's squashing ranges (``squashing="table10"``,
-rows marked "Table 10 squashing"): the paper's Appendix and prose make the cell
-input g range over [-2, 2] and the cell output h over [-1, 1], its Table 10 caption
-the other way round. With the Appendix's ranges the Reber net learns the inner
-grammar but not the long lag when it updates after every step at the paper's rate
-0.5 (every failure is the final T or P), and one update per string is slow and
-unreliable; 2c's cell states drift until h saturates (|s| about 12: the paper's
-"internal state drift"). With Table 10's ranges each step moves the state half as
-far and h keeps its slope over twice the range: in 3-trial runs Exp. 1 (an update
-after every step, lr 0.5) stopped in 3 of 3 trials (22,016-71,680 strings; the
-Appendix's ranges with one update per string: 1 of 3, 105,984) and 2c (q = 50) in
-2 of 3 (97,008-127,508; the Appendix's: 0 of 3). Exp. 6a and Exp. 4 with the linear
-output learned as before with either reading; Exp. 4 with the logistic output did
-worse with Table 10's.
-
-2c's Table-10 rows (both losses) and the log-loss rows of Exps. 4 and 5 also run
-with no recurrent weights (``recurrent_weights=False``, rows marked "no recurrent
-weights": cells and gates see only the inputs, 6p + 28 weights for 2c where Table
-10 counts 6p + 64, 29 for Exps. 4 and 5 where it counts 93). With Table 10's
-connectivity the untrained network's cell states already drift over the longer
-lags: the gates' activations (about 0.5) and the cells' own outputs reach every
-cell input through the recurrent weights and act as biases. Over 120 sequences of
-6 untrained networks the median |s| at the sequence end is 1.1 at q = p = 50, 3.9
-at 100, 4.9 at 200 and 17 at 1000, so h's slope there is 0.74, 0.08, 0.03 and
-0.0000: the error that must reach the x / y symbol's weights through h' fades
-before training starts, and training can drive the states further out (a q = p =
-100 trial stuck at outputs 0.5 had |s| about 10 at the end, h' about 2e-4, though
-its cells' weights from x and y did differ by class). Without recurrent weights the
-median |s| is 0.3 at q = p = 100 and 0.9 at 1000, and the rows learn at about the
-paper's counts (see the README). Exps. 4 and 5 (log loss) need fewer sequences
-without them too. It is not a reading for the whole paper: without recurrent
-weights (and with no forget gate) a cell's state is a sum of terms that each depend
-on one step's input, so the network cannot tell the order of its inputs (6a's
-classes (X, Y) and (Y, X) differ in nothing else), and a gate cannot close on what
-its cell has stored; 3a, 3b and 3c (T = 100, N = 3) did not learn without them
-(2-3 trials each).
-
-Exp. 1's paper-recipe rows with Table 10's squashing run twice: with the next
-symbol as the target (one-hot, what the paper's "predict the next symbol" says),
-and with every symbol the grammar allows next as the target (two-hot after each
-fork; the success criterion asks for exactly those units to be the most active).
-The paper does not say which. In 12 trials each (``--quick --only 1 --trials 12
---seconds 60 --recipes paper``), both stopped in 7: the next symbol after
-22,016-140,544 strings (mean 60,160), every possible next symbol after
-1,792-20,992 (mean 8,301; the paper: 8,440, between 3,800 and 24,100). The
-paper had 2 failures in 150 trials. Of two trials that did not stop within
-200,000 strings, one failed only the long lag (the final T or P), the other the
-inner grammar as well. The failures are for good: the count of wrong training
-strings stops moving, or nearly, within the first 2,000-20,000 strings, and five
-failing seeds had as many test strings wrong after 1,000,000 strings as after
-200,000. Some output units sit at the wrong end of the logistic (f' below 1e-6), so
-eq. 19's error signal is nil where they are wrong. No rate, loss, squashing,
-target or update we tried comes near the paper's success rate (the README has
-the measurements).
-
-Exps. 2a and 2b (``--full`` only) use the paper's own network for them: one cell and
-its input gate, no output gate (``output_gate=False``), no biases, g the logistic and
-h the identity (``squashing="exp2"``), cell and gate seeing only the inputs
-(``recurrent_weights=False``) and the outputs seeing the inputs as well as the cell
-(``input_to_output=True``): Table 10's 10,504 weights. The cell joins once the
-training error stops decreasing, the paper's sequential construction (see
-:func:`_trial_exp2`). With g the logistic in [0, 1] (the paper's prose) the cell
-cannot learn at the paper's rate 1.0: its increments are all positive, so its state
-sums to about 25 over the 100 steps, and the output weights from it move by the
-error times 25 at every update. After a single sequence they are at about -0.85,
-its own weights at about +2, and within 100 sequences every output saturates. The
-rows marked "g in [-1, 1]" (``squashing="exp2_centered"``) read Table 10's "g1" for
-these experiments like its "h1" and "g2" under the Appendix, a logistic scaled to
-[-1, 1]; the cell's state then starts near 0. With it Exp. 2a learned in 7 of 7
-trials (seeds 0-6: 43,000-48,400 sequences, counted at the end of the 10,000
-successive correct ones; the paper: 5,040). With the log loss as well (its own
-row) it learned in 6 of 12 trials within 100 s each, after 11,100-22,800 sequences
-(mean 16,733, window included: the successive correct ones began after
-1,100-12,800); in the other 6 the input gate shut for good, its weights driven
-to about -150 to -200 at the paper's rate 1.0.
-
-Exp. 2b cannot be met by this network at a point that training settles at,
-whatever the squashing, loss or update. The cell and its gate see only the
-current symbol and the cell's output is its state, so a sequence's state at step t
-is c_x or c_y (what its first symbol added) plus D_t, what the middle symbols
-added so far, the same for both classes; output k is ``f(w_k s + v_ka)`` for state
-s and current symbol a. Let the criterion hold, with c_x > c_y, so w_x > 0 > w_y.
-At a middle step t (symbol a), complete the middle so far in any way that ends in
-a, the completion adding r to the state. If r <= 0, the x output at step t of the
-x sequence is at least its value at the end of the completed one, so above 0.75;
-if r >= 0 the y output at step t of the y sequence is above 0.75 likewise. Its
-target there is 0, so at each of the 98 middle steps one of the two classes has
-an error above 0.75: the x and y outputs add a squared error of at least 27 per
-sequence on average, against about 1 in the network that training finds (both
-at about 0.005 at every step, measured). Only a saturated logistic (f' near 0)
-could hold such a network; the paper's 5,680 needs another network or task than
-the one printed.
-With a target at the end only (not the paper's task) 2b learns at rate 0.1 (with
-the log loss after 66,100 sequences, with squared error after 193,000, window
-included) but not at the paper's 1.0 (nothing within 170,000-263,000, with
-either loss or squashing).
+* "linear output" (Exps. 4 and 5): ``output_activation="identity"``, the rest of
+  the network, rule and learning rate being the paper's.
+* "Table 10 squashing" (Exps. 1 and 2c): ``squashing="table10"``. The paper's
+  Appendix and prose make the cell input g range over [-2, 2] and the cell output
+  h over [-1, 1], its Table 10 caption the other way round. Exp. 1 then updates
+  after every step (``update="step"``), once with the next symbol as target
+  (one-hot: what "predict the next symbol" says) and once with every symbol the
+  grammar allows next (two-hot after each fork: the success criterion asks for
+  exactly those units to be the most active). The paper does not say which.
+* "log loss" (Exps. 4 and 5 with the logistic output, 2c with Table 10's
+  squashing and, in ``--full``, 2a with g in [-1, 1] and Exp. 1 with Table 10's
+  squashing and every possible next symbol as target): ``loss="log_loss"``, binary
+  cross-entropy at the outputs, so an output's delta is t - y, eq. 19 without its
+  factor f'(net) = y (1 - y). Not 2b: no network of its architecture that meets
+  its criterion is a point training settles at, whatever the loss.
+* "no recurrent weights" (2c's Table-10 rows, both losses, and the log-loss rows of
+  Exps. 4 and 5): ``recurrent_weights=False``, cells and gates see only the inputs
+  (6p + 28 weights for 2c where Table 10 counts 6p + 64, 29 for Exps. 4 and 5
+  where it counts 93). Through the recurrent weights the untrained cells' states
+  drift far enough over 2c's longer lags to saturate h.
+* Exps. 2a and 2b (``--full`` only) use the paper's own network for them: one cell
+  and its input gate, no output gate (``output_gate=False``), no biases, g the
+  logistic and h the identity (``squashing="exp2"``), cell and gate seeing only the
+  inputs (``recurrent_weights=False``) and the outputs seeing the inputs as well as
+  the cell (``input_to_output=True``): Table 10's 10,504 weights. The cell joins
+  once the training error stops decreasing, the paper's sequential construction
+  (see :func:`_trial_exp2`). With g the logistic in [0, 1] the cell cannot learn at
+  the paper's rate 1.0 (its state sums to about 25 over the 100 steps), so rows
+  marked "g in [-1, 1]" (``squashing="exp2_centered"``) read Table 10's "g1" for
+  these experiments like its "h1" and "g2" under the Appendix: a logistic scaled
+  to [-1, 1].
 """
 
 from __future__ import annotations
@@ -354,10 +265,10 @@ def _log_loss_rows(rows):
     """Exps. 4 and 5 (their logistic-output rows), 2c and Exp. 1 (their rows with
     Table 10's squashing; Exp. 1 with every possible next symbol as target) and 2a
     (with g in [-1, 1]) again, the outputs trained on binary cross-entropy
-    (``loss="log_loss"``: an output's delta is ``t - y``, eq. 19 without ``f'``;
-    see the module docstring). Not 2b: no network of its architecture that meets
-    its criterion is a point training settles at, whatever the loss (see the
-    module docstring)."""
+    (``loss="log_loss"``: an output's delta is ``t - y``, eq. 19 without ``f'``).
+    Not 2b: no network of its architecture that meets its criterion is a point
+    training settles at, whatever the loss (``benchmarks/PAPER.md`` has the
+    proof)."""
     return [replace(spec, net={**spec.net, "loss": "log_loss"}, recipes=("paper",))
             for spec in rows
             if (spec.exp in ("4", "5") and not _linear_output(spec))
@@ -372,7 +283,7 @@ def _no_recurrence_rows(rows):
     cells and gates see only the inputs, 6p + 28 weights for 2c where Table 10
     counts 6p + 64, 29 for Exps. 4 and 5 where it counts 93. Through the recurrent
     weights the untrained cells' states drift far enough over 2c's longer lags to
-    saturate h (see the module docstring)."""
+    saturate h (``benchmarks/PAPER.md`` has the measurements)."""
     return [replace(spec, net={**spec.net, "recurrent_weights": False},
                     recipes=("paper",))
             for spec in rows if (spec.exp == "2c" and _table10(spec))

@@ -135,3 +135,19 @@ def test_call_kernel_compiles_new_signatures_at_the_kernel_opt_level(monkeypatch
     np.testing.assert_array_equal(config.call_kernel(other, np.zeros(2)), [1.0, 1.0])
     assert levels == [before]        # compiled on the call, at Numba's own level
     assert len(other.overloads) == 1
+
+
+def test_readme_links_resolve():
+    """Every relative link in README.md names a file of the repository, and every
+    ``#anchor`` a heading of the README (GitHub's lower-case, hyphenated form)."""
+    text = (REPO / "README.md").read_text()
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.+)$", text, re.M)}
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    relative = [link for link in links if "://" not in link]
+    assert relative, "README.md has no relative links to check"
+    for link in relative:
+        if link.startswith("#"):
+            assert link[1:] in anchors, link
+        else:
+            assert (REPO / link.split("#")[0]).is_file(), link
