@@ -12,10 +12,14 @@ Usage::
     python benchmarks/paper.py --quick   # one trial per experiment, shorter lags
     python benchmarks/paper.py --full    # the paper's trial counts, every row
     options: --jobs N (parallel trials, default: CPU count), --out DIR,
-             --only 4,6a (experiment ids), --recipes paper,modern
+             --only 4,6a (experiment ids), --recipes paper,modern,
+             --trials N (per row), --seconds S (per trial), --resume
 
 Writes ``paper_results.md`` and ``paper_results.csv`` to ``--out`` (default
-``benchmarks/results``) and prints the Markdown table.
+``benchmarks/results``) and prints the Markdown table. Every trial is also appended
+to ``paper_trials.jsonl`` there as it ends; ``--resume`` takes the trials found in
+it (same row, recipe, seed and ``--seconds``) instead of running them again, so a
+long ``--full`` run can be stopped and continued, or extended with ``--trials``.
 
 How the stopping rules are read (the paper's text is in ``LSTM1997.md``):
 
@@ -72,11 +76,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -633,6 +638,33 @@ def _run_one(args):
     return index, recipe, _trial(spec, recipe, seed, seconds)
 
 
+def _trial_key(spec, recipe, seed, seconds):
+    """What identifies a trial in the journal: every field of its row that changes
+    the training or the rule (not the paper's numbers or the trial count), the
+    recipe, the seed and the time budget."""
+    return json.dumps([spec.exp, spec.task, spec.kwargs, spec.net, spec.lr, spec.stop,
+                       spec.beta, spec.budget, spec.targets, recipe, seed, seconds],
+                      sort_keys=True)
+
+
+def _read_journal(path):
+    """``{trial key: result}`` from the journal at ``path`` (a later line for the
+    same trial wins; a line cut short by a killed run is skipped)."""
+    done = {}
+    if not os.path.exists(path):
+        return done
+    with open(path) as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+                done[entry["key"]] = entry["result"]
+            except (ValueError, KeyError, TypeError):
+                continue
+    return done
+
+
+# every trial's result, one JSON line each, appended as the trial ends
+JOURNAL = "paper_trials.jsonl"
 COLUMNS = ["experiment", "setting", "recipe", "network", "weights",
            "paper_success_after", "paper_rate_or_wrong", "trials", "successful",
            "mean_sequences", "min_sequences", "max_sequences", "budget", "max_seen",
@@ -653,6 +685,9 @@ def main(argv=None):
                         help="override the number of trials per row")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(
         os.path.abspath(__file__)), "results"))
+    parser.add_argument("--resume", action="store_true",
+                        help=f"take the trials already in --out's {JOURNAL} "
+                             "instead of running them again")
     args = parser.parse_args(argv)
     full = bool(args.full)
     seconds = args.seconds or (3600.0 if full else 80.0)
@@ -671,10 +706,32 @@ def main(argv=None):
                 jobs.append((index, spec, recipe, seed, seconds))
     start = time.perf_counter()
     results = {}
+    os.makedirs(args.out, exist_ok=True)
+    journal = os.path.join(args.out, JOURNAL)
+    done = _read_journal(journal) if args.resume else {}
+    pending = []
+    for job in jobs:
+        index, spec, recipe, seed, _ = job
+        key = _trial_key(spec, recipe, seed, seconds)
+        if key in done:
+            results.setdefault((index, recipe), []).append(done[key])
+        else:
+            pending.append((key, job))
+    if args.resume:
+        print(f"  {len(jobs) - len(pending)} of {len(jobs)} trials taken from "
+              f"{journal}", flush=True)
     # One thread per trial: trials, not threads, use the cores.
     os.environ["NUMBA_NUM_THREADS"] = "1"
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for index, recipe, res in pool.map(_run_one, jobs):
+    # Each trial is written to the journal as it ends, so a run cut short loses
+    # only the trials in progress (--resume takes the rest).
+    with (open(journal, "a") as log,
+          ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool):
+        futures = {pool.submit(_run_one, job): key for key, job in pending}
+        for future in as_completed(futures):
+            index, recipe, res = future.result()
+            log.write(json.dumps({"key": futures[future], "result": res},
+                                 default=lambda value: value.item()) + "\n")
+            log.flush()
             results.setdefault((index, recipe), []).append(res)
             print(f"  {specs[index].exp} {recipe} seed {res['seed']}: "
                   f"{'stopped' if res['success'] else 'not stopped'} after "
@@ -684,8 +741,8 @@ def main(argv=None):
     for index, spec in enumerate(specs):
         for recipe in recipes:
             if (index, recipe) in results:
-                rows.append(_summary(spec, recipe, results[(index, recipe)]))
-    os.makedirs(args.out, exist_ok=True)
+                trials = sorted(results[(index, recipe)], key=lambda r: r["seed"])
+                rows.append(_summary(spec, recipe, trials))
     with open(os.path.join(args.out, "paper_results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()

@@ -2,6 +2,7 @@
 
 import csv
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -294,3 +295,43 @@ def test_a_run_writes_both_tables(tmp_path):
     assert "`python benchmarks/paper.py --only 4 --recipes paper --seconds 1" in table
     assert table.count("\n| 4 |") == 4
     assert table in proc.stdout
+
+    # every trial is in the journal; --resume takes them and runs only the new seed
+    journal = tmp_path / "paper_trials.jsonl"
+    first = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sorted(e["result"]["seed"] for e in first) == [0, 0, 0, 0]
+    proc = subprocess.run([sys.executable, _PATH, *argv, "--trials", "2", "--resume"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 of 8 trials taken from" in proc.stdout
+    assert proc.stdout.count(" seed 1: ") == 4 and " seed 0: " not in proc.stdout
+    both = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert both[:4] == first and len(both) == 8
+    with open(tmp_path / "paper_results.csv", newline="") as f:
+        resumed = list(csv.DictReader(f))
+    assert [r["trials"] for r in resumed] == ["2"] * 4
+    # the first seed's trials count as before: the maximum seen includes them
+    for before, after in zip(rows, resumed):
+        assert int(after["max_seen"]) >= int(before["max_seen"])
+
+
+def test_journal_keys_and_reading(paper, tmp_path):
+    spec = paper._specs(False)[0]
+    key = paper._trial_key(spec, "paper", 0, 60.0)
+    assert key == paper._trial_key(paper.replace(spec, trials=99, paper_after="x"),
+                                   "paper", 0, 60.0)
+    for other in (paper._trial_key(spec, "paper", 1, 60.0),
+                  paper._trial_key(spec, "modern", 0, 60.0),
+                  paper._trial_key(spec, "paper", 0, 61.0),
+                  paper._trial_key(paper.replace(spec, lr=spec.lr / 2), "paper", 0,
+                                   60.0),
+                  paper._trial_key(paper.replace(spec, net={**spec.net, "x": 1}),
+                                   "paper", 0, 60.0)):
+        assert other != key
+    path = tmp_path / "journal.jsonl"
+    assert paper._read_journal(str(path)) == {}
+    path.write_text(json.dumps({"key": key, "result": {"seed": 0, "sequences": 5}})
+                    + "\n"
+                    + json.dumps({"key": key, "result": {"seed": 0, "sequences": 7}})
+                    + "\n" + '{"key": "cut sho')
+    assert paper._read_journal(str(path)) == {key: {"seed": 0, "sequences": 7}}
