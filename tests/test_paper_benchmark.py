@@ -48,7 +48,19 @@ def test_quick_rows_and_recipes(paper):
                        ("1", "step", "possible", ("paper",)),
                        ("2c", None, "next", ("paper",))]
     assert len([s for s in full if s.net.get("squashing") == "table10"
-                and "loss" not in s.net and "recurrent_weights" not in s.net]) == 19
+                and "loss" not in s.net and "recurrent_weights" not in s.net
+                and s.target_values == (0.0, 1.0)]) == 19
+    # Exp. 1 with every possible next symbol as target once more with targets 0.1
+    # and 0.9, one row per rate and network of Table 1, in --full only
+    soft = [s for s in full if s.target_values != (0.0, 1.0)]
+    assert sorted((s.lr, s.net["hidden_size"]) for s in soft) == sorted(
+        (s.lr, s.net["hidden_size"]) for s in full
+        if s.exp == "1" and "squashing" not in s.net)
+    assert all(s.exp == "1" and s.target_values == (0.1, 0.9)
+               and s.targets == "possible" and s.net["squashing"] == "table10"
+               and s.net["update"] == "step" and "loss" not in s.net
+               and s.recipes == ("paper",) for s in soft)
+    assert all(s.target_values == (0.0, 1.0) for s in paper._specs(False))
     # 2c's Table-10 rows (both losses) once more without recurrent weights; in the
     # quick run at q = p = 100
     no_recurrence = [(s.kwargs["q"], s.kwargs["p"], s.net.get("loss"), s.recipes)
@@ -160,12 +172,18 @@ def test_full_has_every_lstm_row_of_tables_1_to_9(paper):
                      "T=100, log loss, no recurrent weights, n_seq=13"]
 
 
-@pytest.mark.parametrize("targets", ["next", "possible"])
-def test_exp1_trains_on_its_targets_reading(paper, monkeypatch, targets):
+@pytest.mark.parametrize("targets, values", [("next", (0.0, 1.0)),
+                                             ("possible", (0.0, 1.0)),
+                                             ("possible", (0.1, 0.9))])
+def test_exp1_trains_on_its_targets_reading(paper, monkeypatch, targets, values):
     """Exp. 1 trains on the next symbol (one-hot), or on every symbol the grammar
-    allows next (two symbols after each fork, as in the success criterion)."""
-    spec = next(s for s in paper._specs(False)
-                if s.exp == "1" and s.targets == targets)
+    allows next (two symbols after each fork, as in the success criterion), with
+    the row's values for an absent and a present symbol."""
+    if values == (0.0, 1.0):
+        spec = next(s for s in paper._specs(False)
+                    if s.exp == "1" and s.targets == targets)
+    else:
+        spec = next(s for s in paper._specs(True) if s.target_values == values)
     spec = paper.replace(spec, budget=256)
     trained = []
     build = paper._estimator
@@ -184,13 +202,16 @@ def test_exp1_trains_on_its_targets_reading(paper, monkeypatch, targets):
     monkeypatch.setattr(paper, "_estimator", recording_estimator)
     out = paper._trial(spec, "paper", 0, 60)
     assert out["sequences"] == 256 and len(trained) == 256
-    per_step = np.concatenate([y.sum(axis=1) for y in trained])
+    absent, present = values
+    assert set(np.unique(np.concatenate(trained))) == {absent, present}
+    per_step = np.concatenate([(y == present).sum(axis=1) for y in trained])
     if targets == "next":
         assert (per_step == 1).all()
     else:
-        assert set(np.unique(per_step)) == {1.0, 2.0}
-    assert paper._summary(spec, "paper", [out])["setting"].endswith(
-        ", targets: possible next symbols") == (targets == "possible")
+        assert set(np.unique(per_step)) == {1, 2}
+    setting = paper._summary(spec, "paper", [out])["setting"]
+    assert (", targets: possible next symbols" in setting) == (targets == "possible")
+    assert setting.endswith(" (0.1 / 0.9)") == (values == (0.1, 0.9))
 
 
 def test_exp2_network_is_built_with_its_initial_weights(paper):
