@@ -347,6 +347,8 @@ def test_journal_keys_and_reading(paper, tmp_path):
                   paper._trial_key(paper.replace(spec, lr=spec.lr / 2), "paper", 0,
                                    60.0),
                   paper._trial_key(paper.replace(spec, net={**spec.net, "x": 1}),
+                                   "paper", 0, 60.0),
+                  paper._trial_key(paper.replace(spec, target_values=(0.1, 0.9)),
                                    "paper", 0, 60.0)):
         assert other != key
     path = tmp_path / "journal.jsonl"
