@@ -86,7 +86,7 @@ import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -296,7 +296,7 @@ def _log_loss_rows(rows):
             if (spec.exp in ("4", "5") and not _linear_output(spec))
             or (spec.exp == "2c" and _table10(spec))
             or (spec.exp == "1" and _table10(spec) and spec.targets == "possible"
-                and spec.target_values == (0.0, 1.0))
+                and not _soft_targets(spec))
             or (spec.exp == "2a" and spec.net.get("squashing") == "exp2_centered")]
 
 
@@ -386,8 +386,7 @@ def _trial_reber(spec, recipe, seed, deadline):
     train, test = split.train, split.test
     targets = train.allowed if spec.targets == "possible" else train.Y
     absent, present = spec.target_values
-    if (absent, present) != (0.0, 1.0):
-        targets = [absent + (present - absent) * t for t in targets]
+    targets = [absent + (present - absent) * t for t in targets]
     model = _estimator(spec, recipe, seed)
     seen = 0
     with warnings.catch_warnings():
@@ -582,7 +581,7 @@ def _summary(spec, recipe, results):
         setting += f", n_seq={spec.beta:g}"
     if spec.targets == "possible":
         setting += ", targets: possible next symbols"
-    if spec.target_values != (0.0, 1.0):
+    if _soft_targets(spec):
         setting += " (%g / %g)" % spec.target_values
     return {
         "experiment": spec.exp,
@@ -617,6 +616,11 @@ def _table10(spec):
 def _log_loss(spec):
     """Whether the row trains its logistic output on binary cross-entropy."""
     return spec.net.get("loss") == "log_loss"
+
+
+def _soft_targets(spec):
+    """Whether Exp. 1's targets are other than 0 and 1."""
+    return spec.target_values != Spec.target_values
 
 
 def _no_recurrence(spec):
@@ -661,13 +665,16 @@ def _run_one(args):
     return index, recipe, _trial(spec, recipe, seed, seconds)
 
 
+# Spec fields that do not change a trial: the paper's numbers, the trial count and
+# the recipes the row runs (a trial has one)
+_NOT_IN_KEY = ("paper_after", "paper_rate", "paper_wrong", "trials", "recipes")
+
+
 def _trial_key(spec, recipe, seed, seconds):
-    """What identifies a trial in the journal: every field of its row that changes
-    the training or the rule (not the paper's numbers or the trial count), the
+    """What identifies a trial in the journal: every other field of its row, the
     recipe, the seed and the time budget."""
-    return json.dumps([spec.exp, spec.task, spec.kwargs, spec.net, spec.lr, spec.stop,
-                       spec.beta, spec.budget, spec.targets, spec.target_values,
-                       recipe, seed, seconds], sort_keys=True)
+    row = {k: v for k, v in asdict(spec).items() if k not in _NOT_IN_KEY}
+    return json.dumps([row, recipe, seed, seconds], sort_keys=True)
 
 
 def _read_journal(path):
