@@ -135,8 +135,8 @@ def time_gpu_kernels(D, H, T, B, n_batches, epochs, repeats):
 
     def predict():
         gpu_lstm.gpu_forward(prob["params"], prob["layout"], prob["X"],
-                             prob["lengths"], prob["state0"], CELL_LSTM, H, 1,
-                             LOSS_SQUARED, True)
+                             prob["lengths"], prob["state0"], order, CELL_LSTM,
+                             H, 1, LOSS_SQUARED, True)
 
     compile_s = _first_call(fit) + _first_call(predict)
     return _median_time(fit, repeats), _median_time(predict, repeats), compile_s
@@ -168,7 +168,8 @@ def time_cpu_kernels(D, H, T, B, n_batches, epochs, repeats):
     def predict():
         with cpu_kernels() as parallel:
             forward(prob["params"], prob["layout"], prob["X"], prob["lengths"],
-                    prob["state0"], CELL_LSTM, H, 1, LOSS_SQUARED, True, parallel)
+                    prob["state0"], order, CELL_LSTM, H, 1, LOSS_SQUARED, True,
+                    parallel)
 
     fit()
     predict()

@@ -53,8 +53,8 @@ def run(X, lengths, Y, M):
         loss_grad(params, layout, X, lengths, Y, M, np.zeros((0, 1, 1)),
                   np.zeros(1, np.int64), cell, H, S, 1, True)
     else:
-        forward(params, layout, X, lengths, np.zeros((0, 1, 1)), cell, H, S, 1, True,
-                True)
+        forward(params, layout, X, lengths, np.zeros((0, 1, 1)),
+                np.zeros(1, np.int64), cell, H, S, 1, True, True)
     return time.perf_counter() - start
 
 run(*problem(10))  # compile or load the kernels

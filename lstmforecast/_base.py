@@ -46,28 +46,26 @@ def _check_device(device, gradient):
 
 
 def _canonical_order(X, lengths, state0):
-    """An order of the sequences that depends only on their contents, or None
-    where it is the given one.
+    """An order of the sequences (int64 row indices) that depends only on their
+    contents.
 
     Sequences are run in chunks, and a sequence's position in its chunk decides
     which BLAS kernel sums its products (edge kernels round differently in the
     last bits). Running them sorted by length, then by a fixed random projection
     of their inputs (and initial states), makes every output independent of the
-    order in which the caller lists the sequences, bit for bit.
+    order in which the caller lists the sequences, bit for bit. The kernels take
+    the order itself: reordering ``X`` would copy all of the inputs.
     """
     n = X.shape[0]
     if n < 2:
-        return None
+        return np.arange(n, dtype=np.int64)
     # (float64 keys: distinct sequences, one-hot ones included, do not tie)
     flat = X.reshape(n, -1)
     key = flat @ np.random.default_rng(1997).standard_normal(flat.shape[1])
     if state0.shape[0]:
         flat0 = state0.reshape(n, -1)
         key += flat0 @ np.random.default_rng(1998).standard_normal(flat0.shape[1])
-    order = np.lexsort((key, lengths))
-    if np.array_equal(order, np.arange(n)):
-        return None
-    return order
+    return np.lexsort((key, lengths)).astype(np.int64, copy=False)
 
 
 class BaseLSTM(BaseEstimator):
@@ -633,13 +631,9 @@ class BaseLSTM(BaseEstimator):
         anywhere)."""
         cell, hidden, block, loss_kind = self._network_args()
         state0 = self._no_state() if state0 is None else state0
-        order = _canonical_order(X, lengths, state0)
-        if order is not None:
-            X, lengths = X[order], lengths[order]
-            if state0.shape[0]:
-                state0 = state0[order]
-        args = (self.params_, self._layout, X, lengths, state0, cell, hidden, block,
-                loss_kind, last_only)
+        args = (self.params_, self._layout, X, lengths, state0,
+                _canonical_order(X, lengths, state0), cell, hidden, block, loss_kind,
+                last_only)
         if _device.resolve_device(self.device, fallback=True) == "cuda":
             out, state = _device.gpu_backend().gpu_forward(*args, True)  # dispatch
         else:
@@ -647,12 +641,7 @@ class BaseLSTM(BaseEstimator):
                 # (compiled at Numba's own level: at -O2, predict on medium and
                 # large networks ran 6-10% slower, where training did not change)
                 out, state = _kernels.forward(*args, parallel)
-        if order is None:
-            return out, state
-        in_order = np.empty_like(out), np.empty_like(state)
-        in_order[0][order] = out
-        in_order[1][order] = state
-        return in_order
+        return out, state
 
     def _per_sequence(self, seqs, out):
         """Split ``out`` into what the caller expects: an array or a list."""

@@ -83,6 +83,13 @@ def _check_sequence(item, index, dtype):
     return arr
 
 
+def _writeable(X):
+    """``X`` itself (the kernels only read it, so the caller's array is not copied),
+    or a copy where it is read-only: Numba compiles every kernel again for
+    read-only arrays."""
+    return X if X.flags.writeable else X.copy()
+
+
 def check_sequences(estimator, X, dtype, reset):
     """Validate ``X`` and return :class:`Sequences` in ``dtype``.
 
@@ -109,7 +116,7 @@ def check_sequences(estimator, X, dtype, reset):
                 else len(X.shape)
         if ndim == 3:
             X3 = check_array(X, allow_nd=True, dtype=dtype, input_name="X",
-                             copy=True, order="C")
+                             copy=False, order="C")
             if X3.shape[1] == 0:
                 raise ValueError("X has sequences of length 0; at least 1 time step "
                                  "is required")
@@ -117,16 +124,16 @@ def check_sequences(estimator, X, dtype, reset):
                 raise ValueError("X has 0 features per time step; at least 1 is "
                                  "required")
             lengths = np.full(X3.shape[0], X3.shape[1], dtype=np.int64)
-            out = Sequences(X3, lengths, ragged=False, table=False)
+            out = Sequences(_writeable(X3), lengths, ragged=False, table=False)
         else:
             if reset or getattr(estimator, "_table_input", False):
-                X2 = validate_data(estimator, X, reset=reset, dtype=dtype, copy=True,
+                X2 = validate_data(estimator, X, reset=reset, dtype=dtype, copy=False,
                                    order="C")
             else:
-                X2 = check_array(X, dtype=dtype, input_name="X", copy=True, order="C")
+                X2 = check_array(X, dtype=dtype, input_name="X", copy=False, order="C")
             X3 = np.ascontiguousarray(X2[:, :, None])
             lengths = np.full(X3.shape[0], X3.shape[1], dtype=np.int64)
-            out = Sequences(X3, lengths, ragged=False, table=True)
+            out = Sequences(_writeable(X3), lengths, ragged=False, table=True)
     D = out.X.shape[2]
     if reset:
         estimator._table_input = out.table

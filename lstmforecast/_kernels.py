@@ -1321,14 +1321,15 @@ def loss_grad_one(params, layout, X, lengths, Y, mask, state0, row, cell, hidden
 
 
 @njit(**_JIT)
-def _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, cell,
+def _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, order, cell,
                    hidden_size, block_size, loss_kind, last_only, out, state):
-    """Forward one chunk keeping two time slices only: O(weights) memory in T."""
+    """Forward one chunk of ``order`` keeping two time slices only: O(weights)
+    memory in T."""
     n_layers, n_units, n_rec = _network_sizes(layout, cell, hidden_size, block_size)
     H = hidden_size
     n_out = out.shape[2]
-    start, stop = _chunk_bounds(X.shape[0], n_chunks, chunk)
-    rows = np.arange(start, stop)
+    start, stop = _chunk_bounds(order.shape[0], n_chunks, chunk)
+    rows = order[start:stop]
     n = rows.shape[0]
     dt = params.dtype
     D = X.shape[2]
@@ -1421,12 +1422,18 @@ def _forward_steps(params, layout, X, lengths, rows, cell, H, block_size, loss_k
 
 
 @njit(parallel=_PRANGE_ONLY, **_JIT)
-def forward(params, layout, X, lengths, state0, cell, hidden_size, block_size,
+def forward(params, layout, X, lengths, state0, order, cell, hidden_size, block_size,
             loss_kind, last_only, parallel):
     """Network outputs (after the head activation) and final states.
 
     Memory is O(weights) per sequence besides the inputs and the returned arrays,
     whatever the sequence length. ``parallel`` as in :func:`loss_grad`.
+
+    ``order`` (int64, a permutation of the ``N`` rows of ``X``) is the order in
+    which the sequences are run, in chunks of consecutive entries; each result is
+    written at its sequence's own row, so a caller that wants results independent
+    of the row order passes a canonical one instead of reordering ``X`` (a copy of
+    the inputs).
 
     Returns
     -------
@@ -1451,12 +1458,13 @@ def forward(params, layout, X, lengths, state0, cell, hidden_size, block_size,
             and n_steps * params.shape[0] >= _PARALLEL_MIN_WORK // 3):
         for chunk in prange(n_chunks):
             _forward_chunk(np.int64(chunk), n_chunks, params, layout, X, lengths,
-                           state0, cell, hidden_size, block_size, loss_kind,
+                           state0, order, cell, hidden_size, block_size, loss_kind,
                            last_only, out, state)
     else:
         for chunk in range(n_chunks):
-            _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, cell,
-                           hidden_size, block_size, loss_kind, last_only, out, state)
+            _forward_chunk(chunk, n_chunks, params, layout, X, lengths, state0, order,
+                           cell, hidden_size, block_size, loss_kind, last_only, out,
+                           state)
     return out, state
 
 

@@ -484,7 +484,7 @@ def _kernels(dtype_char):
 
     # -- kernels: forward only -------------------------------------------------------
     @cuda.jit
-    def forward_global(params, layout, X, lengths, state0, has_state0, cell, H,
+    def forward_global(params, layout, X, lengths, state0, has_state0, order, cell, H,
                        block_size, loss_kind, last_only, acts, cs, rs, logits, out,
                        state):
         n_models = params.shape[0]
@@ -493,13 +493,13 @@ def _kernels(dtype_char):
         stride = cuda.gridDim.x * cuda.blockDim.x
         for m in range(cuda.blockIdx.y, n_models, cuda.gridDim.y):
             w = params[m]
-            for n in range(first, n_seq, stride):
-                forward_one(w, layout, X, lengths, state0, has_state0, n, cell, H,
-                            block_size, loss_kind, last_only, acts, cs, rs, logits,
-                            out, state, m, m * n_seq + n)
+            for i in range(first, n_seq, stride):
+                forward_one(w, layout, X, lengths, state0, has_state0, order[i], cell,
+                            H, block_size, loss_kind, last_only, acts, cs, rs, logits,
+                            out, state, m, m * n_seq + i)
 
     @cuda.jit
-    def forward_shared(params, layout, X, lengths, state0, has_state0, cell, H,
+    def forward_shared(params, layout, X, lengths, state0, has_state0, order, cell, H,
                        block_size, loss_kind, last_only, acts, cs, rs, logits, out,
                        state):
         w = cuda.shared.array(0, NB_DT)
@@ -512,10 +512,10 @@ def _kernels(dtype_char):
             for p in range(tid, n_params, cuda.blockDim.x):
                 w[p] = params[m, p]
             cuda.syncthreads()
-            for n in range(first, n_seq, stride):
-                forward_one(w, layout, X, lengths, state0, has_state0, n, cell, H,
-                            block_size, loss_kind, last_only, acts, cs, rs, logits,
-                            out, state, m, m * n_seq + n)
+            for i in range(first, n_seq, stride):
+                forward_one(w, layout, X, lengths, state0, has_state0, order[i], cell,
+                            H, block_size, loss_kind, last_only, acts, cs, rs, logits,
+                            out, state, m, m * n_seq + i)
             cuda.syncthreads()
 
     # -- kernels: reductions and the update -----------------------------------------
@@ -736,8 +736,8 @@ def _device_state0(state0, dtype, n_layers):
 
 
 @_quiet_launches
-def gpu_forward(params, layout, X, lengths, state0, cell, hidden_size, block_size,
-                loss_kind, last_only, parallel=True):
+def gpu_forward(params, layout, X, lengths, state0, order, cell, hidden_size,
+                block_size, loss_kind, last_only, parallel=True):
     """Network outputs and final states on the GPU (see ``_kernels.forward``).
 
     Parameters
@@ -745,7 +745,10 @@ def gpu_forward(params, layout, X, lengths, state0, cell, hidden_size, block_siz
     params : ndarray (P,) or (M, P)
         Packed parameters of one network, or of ``M`` networks of the same shape
         (then every returned array gets a leading model axis).
-    layout, X, lengths, state0, cell, hidden_size, block_size, loss_kind, last_only
+    layout, X, lengths, state0, order
+        As for :func:`lstmforecast._kernels.forward` (thread ``i`` runs the
+        sequence ``order[i]``).
+    cell, hidden_size, block_size, loss_kind, last_only
         As for :func:`lstmforecast._kernels.forward`.
     parallel : bool, default=True
         Accepted for the CPU kernel's signature; a GPU launch is always parallel.
@@ -782,7 +785,9 @@ def gpu_forward(params, layout, X, lengths, state0, cell, hidden_size, block_siz
                                                                 dtype=np.int64)),
         cuda.to_device(X), cuda.to_device(np.ascontiguousarray(lengths,
                                                                dtype=np.int64)),
-        d_state0, has_state0, int(cell), int(hidden_size), int(block_size),
+        d_state0, has_state0,
+        cuda.to_device(np.ascontiguousarray(order, dtype=np.int64)), int(cell),
+        int(hidden_size), int(block_size),
         int(loss_kind), 1 if last_only else 0,
         cuda.device_array((1, n_layers, n_u, lanes), dtype=dt),
         cuda.device_array((2, n_layers, hidden_size, lanes), dtype=dt),

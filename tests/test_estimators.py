@@ -399,6 +399,33 @@ def test_fit_and_predict_do_not_mutate_inputs(form, dtype):
     assert [_digest(X), _digest(y), _digest(mask)] == before
 
 
+@pytest.mark.parametrize("form", ["3d", "2d"])
+def test_predict_does_not_copy_the_inputs(form):
+    """An ``X`` in the model's dtype and C order is read where it is: Python's
+    allocations during predict stay far below its size (both the validation and
+    the run in a canonical order used to copy it: twice its size). A read-only
+    ``X`` is copied, and predicts the same."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    shape = (40, 400, 40) if form == "3d" else (400, 1600)
+    X = rng.normal(size=shape)
+    est = LSTMRegressor(hidden_size=2, max_epochs=1, dtype="float64",
+                        random_state=0).fit(X[:8], X[:8, 0, 0] if form == "3d"
+                                            else X[:8, 0])
+    est.predict(X[:3])
+    tracemalloc.start()
+    try:
+        pred = est.predict(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < X.nbytes / 4, (peak, X.nbytes)
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    assert np.array_equal(est.predict(frozen), pred)
+
+
 def test_fit_does_not_mutate_dataframe():
     X, y = _table(3, n=20)
     df = pd.DataFrame(X, columns=[f"lag{i}" for i in range(X.shape[1])])

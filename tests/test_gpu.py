@@ -117,6 +117,8 @@ class Problem:
                                                             R - hidden_size))
         self.state0 = state0.astype(dtype)
         self.no_state = np.zeros((0, num_layers, 1), dtype=dtype)
+        # forward runs the sequences in this order (not the rows' own)
+        self.order = rng.permutation(N).astype(np.int64)
 
     def data(self, with_state0=True):
         state0 = self.state0 if with_state0 else self.no_state
@@ -188,7 +190,7 @@ def test_forward_matches_cpu(gpu, cell, hidden_size, block_size, num_layers,
         prob = Problem(7, cell, hidden_size, block_size, num_layers, loss_kind)
         for with_state0 in (False, True):
             args = (prob.layout, prob.X, prob.lengths,
-                    prob.state0 if with_state0 else prob.no_state)
+                    prob.state0 if with_state0 else prob.no_state, prob.order)
             ref_out, ref_state = forward(prob.params, *args, *prob.args, last_only,
                                          True)
             out, state = gpu.gpu_forward(prob.params, *args, *prob.args, last_only,
@@ -214,7 +216,7 @@ def test_head_that_sees_the_input_matches_cpu(gpu, cell, hidden_size, block_size
     assert loss == pytest.approx(ref_loss, rel=1e-6, abs=1e-6)
     _close(grad, ref_grad, np.float64)
     for last_only in (False, True):
-        fargs = (prob.layout, prob.X, prob.lengths, prob.state0)
+        fargs = (prob.layout, prob.X, prob.lengths, prob.state0, prob.order)
         ref_out, _ = forward(prob.params, *fargs, *prob.args, last_only, True)
         out, _ = gpu.gpu_forward(prob.params, *fargs, *prob.args, last_only, True)
         _close(out, ref_out, np.float64, f"last_only={last_only}")
@@ -225,7 +227,8 @@ def test_forward_float32(gpu, monkeypatch, memory):
     if memory == "global":
         monkeypatch.setattr(config, "LSTMF_GPU_SHARED_BYTES", 0)
     prob = Problem(8, CELL_LSTM, 3, 1, 2, LOSS_LOGISTIC_XENT, dtype=np.float32)
-    args = (prob.layout, prob.X, prob.lengths, prob.state0, *prob.args, False, True)
+    args = (prob.layout, prob.X, prob.lengths, prob.state0, prob.order, *prob.args,
+            False, True)
     ref_out, ref_state = forward(prob.params, *args)
     out, state = gpu.gpu_forward(prob.params, *args)
     assert out.dtype == np.float32
@@ -241,15 +244,15 @@ def test_many_models_match_one_at_a_time(gpu):
     seq = np.array([[0, 1, 2, 3], [6, 5, 4, 3], [2, 2, 0, 6]], dtype=np.int64)
     losses, grads = gpu.gpu_loss_grad(prob.params, *args, seq, *prob.args)
     out, state = gpu.gpu_forward(prob.params, prob.layout, prob.X, prob.lengths,
-                                 prob.state0, *prob.args, True)
+                                 prob.state0, prob.order, *prob.args, True)
     assert losses.shape == (3,) and grads.shape == prob.params.shape
     for m in range(3):
         ref_loss, ref_grad = loss_grad(prob.params[m], *args, seq[m], *prob.args, True)
         assert losses[m] == pytest.approx(ref_loss, rel=1e-6)
         _close(grads[m], ref_grad, np.float64, f"model {m}")
         ref_out, ref_state = forward(prob.params[m], prob.layout, prob.X,
-                                     prob.lengths, prob.state0, *prob.args, True,
-                                     True)
+                                     prob.lengths, prob.state0, prob.order,
+                                     *prob.args, True, True)
         _close(out[m], ref_out, np.float64, f"model {m}")
         _close(state[m], ref_state, np.float64, f"model {m}")
 

@@ -129,6 +129,8 @@ class Problem:
             self.Y[b, :T] = self.Y_list[b]
             self.mask[b, :T] = self.M_list[b]
         self.no_state = np.zeros((0, num_layers, S))
+        # forward runs the sequences in this order (not the rows' own)
+        self.order = rng.permutation(N).astype(np.int64)
 
     @property
     def n_seq(self):
@@ -156,7 +158,7 @@ class Problem:
         return forward(
             np.ascontiguousarray(self.params, dtype=dtype), self.layout,
             np.ascontiguousarray(self.X, dtype=dtype), self.lengths,
-            self.kernel_state0(with_state0, dtype), int(self.cell),
+            self.kernel_state0(with_state0, dtype), self.order, int(self.cell),
             int(self.hidden_size), int(self.block_size), int(self.loss_kind),
             bool(last_only), True)
 
