@@ -83,11 +83,11 @@ def _check_sequence(item, index, dtype):
     return arr
 
 
-def _writeable(X):
+def _kernel_input(X):
     """``X`` itself (the kernels only read it, so the caller's array is not copied),
-    or a copy where it is read-only: Numba compiles every kernel again for
-    read-only arrays."""
-    return X if X.flags.writeable else X.copy()
+    or a copy where it is read-only or unaligned: Numba compiles every kernel
+    again for such arrays."""
+    return X if X.flags.writeable and X.flags.aligned else X.copy()
 
 
 def check_sequences(estimator, X, dtype, reset):
@@ -124,7 +124,7 @@ def check_sequences(estimator, X, dtype, reset):
                 raise ValueError("X has 0 features per time step; at least 1 is "
                                  "required")
             lengths = np.full(X3.shape[0], X3.shape[1], dtype=np.int64)
-            out = Sequences(_writeable(X3), lengths, ragged=False, table=False)
+            out = Sequences(_kernel_input(X3), lengths, ragged=False, table=False)
         else:
             if reset or getattr(estimator, "_table_input", False):
                 X2 = validate_data(estimator, X, reset=reset, dtype=dtype, copy=False,
@@ -133,7 +133,7 @@ def check_sequences(estimator, X, dtype, reset):
                 X2 = check_array(X, dtype=dtype, input_name="X", copy=False, order="C")
             X3 = np.ascontiguousarray(X2[:, :, None])
             lengths = np.full(X3.shape[0], X3.shape[1], dtype=np.int64)
-            out = Sequences(_writeable(X3), lengths, ragged=False, table=True)
+            out = Sequences(_kernel_input(X3), lengths, ragged=False, table=True)
     D = out.X.shape[2]
     if reset:
         estimator._table_input = out.table

@@ -403,8 +403,8 @@ def test_fit_and_predict_do_not_mutate_inputs(form, dtype):
 def test_predict_does_not_copy_the_inputs(form):
     """An ``X`` in the model's dtype and C order is read where it is: Python's
     allocations during predict stay far below its size (both the validation and
-    the run in a canonical order used to copy it: twice its size). A read-only
-    ``X`` is copied, and predicts the same."""
+    the run in a canonical order used to copy it: twice its size). A read-only or
+    unaligned ``X`` is copied (Numba would compile again), and predicts the same."""
     import tracemalloc
 
     rng = np.random.default_rng(5)
@@ -424,6 +424,11 @@ def test_predict_does_not_copy_the_inputs(form):
     frozen = X.copy()
     frozen.flags.writeable = False
     assert np.array_equal(est.predict(frozen), pred)
+    buffer = bytearray(X.nbytes + 1)
+    unaligned = np.frombuffer(buffer, dtype=X.dtype, offset=1).reshape(X.shape)
+    unaligned[...] = X
+    assert not unaligned.flags.aligned
+    assert np.array_equal(est.predict(unaligned), pred)
 
 
 def test_fit_does_not_mutate_dataframe():
