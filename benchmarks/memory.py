@@ -7,9 +7,15 @@ reports the growth of its peak resident memory over the same process's footprint
 before the measured call (interpreter, libraries, compiled kernels and the input
 arrays excluded), so the figure is what the algorithm itself allocates.
 
+``--wide`` measures instead the estimator's ``predict`` on wide inputs (64 one-hot
+sequences of 1000 steps and 1004 features, float64, like Exp. 2c at q = p = 1000):
+its time (median of 5) and its peak memory beyond the process's footprint with the
+inputs and the fitted model, against the size of the inputs.
+
 Usage::
 
     python benchmarks/memory.py [--lengths 100,1000,10000,100000]
+    python benchmarks/memory.py --wide
 """
 
 from __future__ import annotations
@@ -67,19 +73,56 @@ print(json.dumps({"mode": mode, "T": T, "us_per_step": 1e6 * seconds / T,
 """
 
 
-def measure(mode, T):
+_WIDE_SNIPPET = r"""
+import json, resource, statistics, time, warnings
+import numpy as np
+from lstmforecast import LSTMRegressor
+
+n, T, D = 64, 1000, 1004
+rng = np.random.default_rng(0)
+X = np.zeros((n, T, D))
+X[np.arange(n)[:, None], np.arange(T), rng.integers(0, D, (n, T))] = 1.0
+model = LSTMRegressor(hidden_size=2, max_epochs=1, dtype="float64", random_state=0)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    model.fit(X[:4], rng.normal(size=4))
+model.predict(X[:2])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+times = []
+for _ in range(5):
+    start = time.perf_counter()
+    model.predict(X)
+    times.append(time.perf_counter() - start)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"input_mib": X.nbytes / 2**20,
+                  "extra_peak_mib": (peak - base) / 1024,
+                  "predict_s": statistics.median(times)}))
+"""
+
+
+def measure(mode, T=0):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", _SNIPPET, mode, str(T)], env=env,
-                         capture_output=True, text=True, check=True)
+    command = ([sys.executable, "-c", _WIDE_SNIPPET] if mode == "wide"
+               else [sys.executable, "-c", _SNIPPET, mode, str(T)])
+    out = subprocess.run(command, env=env, capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="100,1000,10000,100000")
+    parser.add_argument("--wide", action="store_true",
+                        help="predict on wide one-hot inputs instead")
     args = parser.parse_args(argv)
+    if args.wide:
+        row = measure("wide")
+        print(f"predict, 64 one-hot sequences of 1000 x 1004: inputs "
+              f"{row['input_mib']:.0f} MiB, extra peak memory "
+              f"{row['extra_peak_mib']:.0f} MiB, {row['predict_s'] * 1e3:.0f} ms")
+        return 0
     lengths = [int(v) for v in args.lengths.split(",")]
     print("| mode | T | time per step (us) | extra peak memory (KiB) |")
     print("|---|---|---|---|")
