@@ -100,15 +100,18 @@ print(json.dumps({"input_mib": X.nbytes / 2**20,
 """
 
 
-def measure(mode, T=0):
+def _run_snippet(snippet, *args):
+    """Run ``snippet`` in a fresh process; the JSON object it prints last."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
-    command = ([sys.executable, "-c", _WIDE_SNIPPET] if mode == "wide"
-               else [sys.executable, "-c", _SNIPPET, mode, str(T)])
-    out = subprocess.run(command, env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", snippet, *args], env=env,
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(mode, T):
+    return _run_snippet(_SNIPPET, mode, str(T))
 
 
 def main(argv=None):
@@ -118,7 +121,7 @@ def main(argv=None):
                         help="predict on wide one-hot inputs instead")
     args = parser.parse_args(argv)
     if args.wide:
-        row = measure("wide")
+        row = _run_snippet(_WIDE_SNIPPET)
         print(f"predict, 64 one-hot sequences of 1000 x 1004: inputs "
               f"{row['input_mib']:.0f} MiB, extra peak memory "
               f"{row['extra_peak_mib']:.0f} MiB, {row['predict_s'] * 1e3:.0f} ms")
