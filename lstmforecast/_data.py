@@ -8,8 +8,10 @@ Accepted ``X``:
 * a list of 2-D arrays ``(T_i, n_features)`` (or 1-D arrays ``(T_i,)``) whose lengths
   may differ.
 
-Everything is copied into new C-contiguous arrays of the model dtype: the caller's
-arrays are never modified.
+The kernels get C-contiguous arrays of the model dtype. A list is padded into a new
+array; an array already in that form is passed on as it is, since the kernels only
+read it (a read-only or unaligned one is copied: Numba would compile every kernel
+again for it). The caller's arrays are never modified.
 """
 
 from __future__ import annotations
