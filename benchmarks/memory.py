@@ -110,10 +110,6 @@ def _run_snippet(snippet, *args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(mode, T):
-    return _run_snippet(_SNIPPET, mode, str(T))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="100,1000,10000,100000")
@@ -131,7 +127,7 @@ def main(argv=None):
     print("|---|---|---|---|")
     for mode in ("truncated", "bptt", "inference"):
         for T in lengths:
-            row = measure(mode, T)
+            row = _run_snippet(_SNIPPET, mode, str(T))
             print(f"| {mode} | {T} | {row['us_per_step']:.3f} | "
                   f"{row['extra_peak_kib']} |", flush=True)
     return 0
