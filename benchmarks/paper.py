@@ -12,8 +12,9 @@ Usage::
     python benchmarks/paper.py --quick   # one trial per experiment, shorter lags
     python benchmarks/paper.py --full    # the paper's trial counts, every row
     options: --jobs N (parallel trials, default: CPU count), --out DIR,
-             --only 4,6a (experiment ids), --recipes paper,modern,
-             --trials N (per row), --seconds S (per trial), --resume
+             --only 4,6a (experiment ids), --rows 81-84 (row numbers, as
+             --list prints them), --recipes paper,modern, --trials N (per row)
+             or --seeds 6-19, --seconds S (per trial), --resume, --list
 
 Writes ``paper_results.md`` and ``paper_results.csv`` to ``--out`` (default
 ``benchmarks/results``) and prints the Markdown table. Every trial is also appended
@@ -558,11 +559,8 @@ def _st_exp3(spec, model, X, Y, clean):
 
 
 # --------------------------------------------------------------------- reports
-def _summary(spec, recipe, results):
-    ok = [r for r in results if r["success"]]
-    seqs = [r["sequences"] for r in ok]
-    # a trial that never learned would swamp the mean of those that stopped
-    wrong = [r["wrong"] for r in (ok or results)]
+def _setting(spec):
+    """The row's "setting" column: its task's parameters and what it changes."""
     setting = (", ".join(f"{k}={v}" for k, v in spec.kwargs.items())
                or ("lr=%g" % spec.lr))
     if _linear_output(spec):
@@ -583,9 +581,17 @@ def _summary(spec, recipe, results):
         setting += ", targets: possible next symbols"
     if _soft_targets(spec):
         setting += " (%g / %g)" % spec.target_values
+    return setting
+
+
+def _summary(spec, recipe, results):
+    ok = [r for r in results if r["success"]]
+    seqs = [r["sequences"] for r in ok]
+    # a trial that never learned would swamp the mean of those that stopped
+    wrong = [r["wrong"] for r in (ok or results)]
     return {
         "experiment": spec.exp,
-        "setting": setting,
+        "setting": _setting(spec),
         "recipe": recipe,
         "network": _network_text(spec, recipe),
         "weights": _weights(spec, recipe),
@@ -701,6 +707,36 @@ COLUMNS = ["experiment", "setting", "recipe", "network", "weights",
            "mean_wrong", "wall_s"]
 
 
+def _numbers(text):
+    """``"81-84,98"`` as ``[81, 82, 83, 84, 98]``: the values of ``--rows`` and
+    ``--seeds`` (non-negative integers and inclusive ranges, in the order given,
+    each number once)."""
+    numbers = []
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            low = int(low)
+            high = int(high) if dash else low
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r} is not a number or a range such as 3-7") from None
+        if low < 0 or high < low:
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r} is not a range of non-negative numbers, low to high")
+        numbers.extend(n for n in range(low, high + 1) if n not in numbers)
+    return numbers
+
+
+def _jobs(rows, recipes, seeds, seconds):
+    """``(index, spec, recipe, seed, seconds)`` for every trial to run: each row
+    ``(index, spec)`` with each of its recipes named in ``recipes`` and each seed
+    (``seeds``: a list, or ``None`` for ``range(spec.trials)``)."""
+    return [(index, spec, recipe, seed, seconds)
+            for index, spec in rows
+            for recipe in recipes if recipe in spec.recipes
+            for seed in (range(spec.trials) if seeds is None else seeds)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
@@ -710,30 +746,53 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=None,
                         help="time budget per trial (default 80 quick, 3600 full)")
     parser.add_argument("--only", default="", help="experiment ids, e.g. 4,6a")
+    parser.add_argument("--rows", type=_numbers, default=None,
+                        help="row numbers as --list prints them, e.g. 81-84,98")
+    parser.add_argument("--list", action="store_true",
+                        help="print the rows (number, experiment, setting, network "
+                             "and recipes) and exit")
     parser.add_argument("--recipes", default="paper,modern")
-    parser.add_argument("--trials", type=int, default=None,
-                        help="override the number of trials per row")
+    count = parser.add_mutually_exclusive_group()
+    count.add_argument("--trials", type=int, default=None,
+                       help="override the number of trials per row (seeds 0 to N-1)")
+    count.add_argument("--seeds", type=_numbers, default=None,
+                       help="the trials' seeds, e.g. 6-19 (instead of --trials)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(
         os.path.abspath(__file__)), "results"))
     parser.add_argument("--resume", action="store_true",
                         help=f"take the trials already in --out's {JOURNAL} "
                              "instead of running them again")
     args = parser.parse_args(argv)
+    if args.trials is not None and args.trials < 1:
+        parser.error(f"--trials must be at least 1, got {args.trials}")
     full = bool(args.full)
     seconds = args.seconds or (3600.0 if full else 80.0)
-    specs = _specs(full)
+    rows = list(enumerate(_specs(full)))
+    if args.rows is not None:
+        unknown = sorted(set(args.rows) - set(range(len(rows))))
+        if unknown:
+            parser.error(f"--rows: no row {', '.join(map(str, unknown))} in "
+                         f"{'--full' if full else '--quick'} (rows 0-{len(rows) - 1}; "
+                         "--list prints them)")
+        wanted_rows = set(args.rows)
+        rows = [(index, spec) for index, spec in rows if index in wanted_rows]
     if args.only:
         wanted = set(args.only.split(","))
-        specs = [s for s in specs if s.exp in wanted]
+        rows = [(index, spec) for index, spec in rows if spec.exp in wanted]
     recipes = [r for r in args.recipes.split(",") if r]
-    jobs = []
-    for index, spec in enumerate(specs):
-        n_trials = args.trials or (spec.trials if full else 1)
-        for recipe in recipes:
-            if recipe not in spec.recipes:
-                continue
-            for seed in range(n_trials):
-                jobs.append((index, spec, recipe, seed, seconds))
+    if args.list:
+        for index, spec in rows:
+            print(f"{index:4d}  {spec.exp:3s}  {_setting(spec)}  |  "
+                  f"{_network_text(spec, 'paper')}  |  {','.join(spec.recipes)}")
+        return 0
+    if args.trials is not None:
+        seeds = list(range(args.trials))
+    elif args.seeds is not None:
+        seeds = args.seeds
+    else:
+        seeds = None if full else [0]
+    specs = [spec for _, spec in rows]
+    jobs = _jobs(list(enumerate(specs)), recipes, seeds, seconds)
     start = time.perf_counter()
     results = {}
     os.makedirs(args.out, exist_ok=True)

@@ -335,6 +335,63 @@ def test_a_run_writes_both_tables(tmp_path):
     for before, after in zip(rows, resumed):
         assert int(after["max_seen"]) >= int(before["max_seen"])
 
+    # --rows and --seeds: one row (the log-loss one, row 14 of --quick), seeds 1
+    # and 2, seed 1 taken from the journal
+    proc = subprocess.run([sys.executable, _PATH, *argv, "--rows", "14", "--seeds",
+                           "1-2", "--resume"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 of 2 trials taken from" in proc.stdout
+    assert proc.stdout.count(" seed 2: ") == 1 and " seed 1: " not in proc.stdout
+    with open(tmp_path / "paper_results.csv", newline="") as f:
+        selected = list(csv.DictReader(f))
+    assert [(r["setting"], r["trials"]) for r in selected] == [("T=100, log loss",
+                                                                "2")]
+    third = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert third[:8] == both and [e["result"]["seed"] for e in third[8:]] == [2]
+
+
+def test_numbers_of_rows_and_seeds(paper):
+    assert paper._numbers("81-84,98") == [81, 82, 83, 84, 98]
+    assert paper._numbers("3, 1,3,0-1") == [3, 1, 0]
+    assert paper._numbers("7") == [7]
+    for bad, part in (("x", "'x'"), ("", "''"), ("1,", "''"), ("3-1", "'3-1'"),
+                      ("-2", "'-2'"), ("1-x", "'1-x'"), ("1.5", "'1.5'")):
+        with pytest.raises(paper.argparse.ArgumentTypeError, match=f"^{part} is not"):
+            paper._numbers(bad)
+
+
+def test_jobs_cover_rows_recipes_and_seeds(paper):
+    specs = paper._specs(True)
+    rows = [(5, specs[5]), (47, specs[47])]
+    assert specs[5].recipes == ("paper", "modern") and specs[47].recipes == ("paper",)
+    jobs = paper._jobs(rows, ["paper", "modern"], [4, 2], 9.0)
+    assert [(i, r, seed) for i, _, r, seed, _ in jobs] == [
+        (5, "paper", 4), (5, "paper", 2), (5, "modern", 4), (5, "modern", 2),
+        (47, "paper", 4), (47, "paper", 2)]
+    assert all(spec is specs[i] and seconds == 9.0 for i, spec, _, _, seconds in jobs)
+    # no seeds given: each row's own trial count, seeds 0 to trials - 1
+    jobs = paper._jobs(rows, ["modern"], None, 1.0)
+    assert [(i, seed) for i, _, _, seed, _ in jobs] == [(5, s) for s in
+                                                       range(specs[5].trials)]
+
+
+def test_list_prints_the_rows_and_rows_are_checked():
+    proc = subprocess.run([sys.executable, _PATH, "--full", "--list", "--rows",
+                           "98,84"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["84", "2c"], ["98", "2c"]]
+    assert "q=500, p=500, Table 10 squashing, no recurrent weights" in lines[0]
+    assert "log loss, no recurrent weights" in lines[1]
+    for argv, message in ((["--rows", "21"], "no row 21 in --quick (rows 0-20"),
+                          (["--rows", "2-1"], "'2-1' is not a range"),
+                          (["--trials", "0"], "--trials must be at least 1"),
+                          (["--trials", "2", "--seeds", "1"], "not allowed with")):
+        proc = subprocess.run([sys.executable, _PATH, *argv], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
 
 def test_journal_keys_and_reading(paper, tmp_path):
     spec = paper._specs(False)[0]
