@@ -791,8 +791,7 @@ def main(argv=None):
         seeds = args.seeds
     else:
         seeds = None if full else [0]
-    specs = [spec for _, spec in rows]
-    jobs = _jobs(list(enumerate(specs)), recipes, seeds, seconds)
+    jobs = _jobs(rows, recipes, seeds, seconds)
     start = time.perf_counter()
     results = {}
     os.makedirs(args.out, exist_ok=True)
@@ -822,22 +821,22 @@ def main(argv=None):
                                  default=lambda value: value.item()) + "\n")
             log.flush()
             results.setdefault((index, recipe), []).append(res)
-            print(f"  {specs[index].exp} {recipe} seed {res['seed']}: "
+            print(f"  {res['exp']} {recipe} seed {res['seed']}: "
                   f"{'stopped' if res['success'] else 'not stopped'} after "
                   f"{res['sequences']} sequences, {res['wrong']} wrong, "
                   f"{res['seconds']:.0f} s", flush=True)
-    rows = []
-    for index, spec in enumerate(specs):
+    summaries = []
+    for index, spec in rows:
         for recipe in recipes:
             if (index, recipe) in results:
                 trials = sorted(results[(index, recipe)], key=lambda r: r["seed"])
-                rows.append(_summary(spec, recipe, trials))
+                summaries.append(_summary(spec, recipe, trials))
     with open(os.path.join(args.out, "paper_results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(summaries)
     command = " ".join(sys.argv[1:] if argv is None else argv) or "--quick"
-    table = _markdown(rows, time.perf_counter() - start, command)
+    table = _markdown(summaries, time.perf_counter() - start, command)
     with open(os.path.join(args.out, "paper_results.md"), "w") as f:
         f.write(table)
     print(table)
