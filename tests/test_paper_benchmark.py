@@ -200,6 +200,8 @@ def test_exp1_trains_on_its_targets_reading(paper, monkeypatch, targets, values)
         return model
 
     monkeypatch.setattr(paper, "_estimator", recording_estimator)
+    # (the warm-up's throwaway network is not the trial's)
+    monkeypatch.setattr(paper, "_warm_up", lambda spec, recipe: None)
     out = paper._trial(spec, "paper", 0, 60)
     assert out["sequences"] == 256 and len(trained) == 256
     absent, present = values
@@ -283,9 +285,33 @@ def test_2c_chunks_stay_within_their_byte_cap(paper, monkeypatch):
     make = paper._make
     monkeypatch.setattr(paper, "_make",
                         lambda spec, rng, n: made.append(n) or make(spec, rng, n))
+    monkeypatch.setattr(paper, "_warm_up", lambda spec, recipe: None)
     out = paper._trial(paper.replace(spec, budget=50), "paper", 0, 60.0)
     assert out["n_test"] == 2000 and out["sequences"] == 8 + 2 * 24
     assert max(made) == 24 and sum(made) == 8 + 2 * 24 + 2000
+
+
+@pytest.mark.parametrize("exp", ["1", "4"])
+def test_a_trials_seconds_start_after_its_warm_up(paper, monkeypatch, exp):
+    """Compiling the kernels does not come out of a trial's time budget: with a
+    warm-up that takes longer than the whole budget (a clock that jumps 100 s in
+    it), the trial still trains to its sequence budget and reports no seconds."""
+    spec = next(s for s in paper._specs(False) if s.exp == exp)
+    spec = paper.replace(spec, budget=256 if exp == "1" else 508)
+    clock = [1000.0]
+    warm_up = paper._warm_up
+    warmed = []
+
+    def slow_warm_up(spec, recipe):
+        warm_up(spec, recipe)
+        warmed.append(recipe)
+        clock[0] += 100.0
+
+    monkeypatch.setattr(paper, "_warm_up", slow_warm_up)
+    monkeypatch.setattr(paper.time, "perf_counter", lambda: clock[0])
+    out = paper._trial(spec, "paper", 0, 50.0)
+    assert warmed == ["paper"]
+    assert out["sequences"] == spec.budget and out["seconds"] == 0.0
 
 
 def test_a_run_writes_both_tables(tmp_path):
