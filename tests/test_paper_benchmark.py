@@ -419,6 +419,48 @@ def test_list_prints_the_rows_and_rows_are_checked():
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
+def test_target_values_parse_and_are_checked(paper):
+    assert paper._target_values("0.2,0.8") == (0.2, 0.8)
+    assert paper._target_values("0, 1") == (0.0, 1.0)
+    for bad, message in (("x,1", "is not two numbers"), ("0.5", "is not two numbers"),
+                         ("0.1,0.5,0.9", "is not two numbers"),
+                         ("0.8,0.2", "need 0 <= absent < present <= 1"),
+                         ("0.5,0.5", "need 0 <= absent"), ("-0.1,0.9", "need 0"),
+                         ("0.1,1.5", "need 0"), ("nan,0.9", "need 0")):
+        with pytest.raises(paper.argparse.ArgumentTypeError, match=message):
+            paper._target_values(bad)
+
+
+def test_target_values_change_exp1_rows_only(tmp_path):
+    """``--target-values`` sets Exp. 1's targets on the rows chosen, reaches the
+    trials (their journal keys and the table's setting) and leaves other rows be."""
+    proc = subprocess.run([sys.executable, _PATH, "--full", "--list", "--rows",
+                           "38,47", "--target-values", "0.2,0.8"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reber, lag = proc.stdout.splitlines()
+    assert "targets: possible next symbols (0.2 / 0.8)  |" in reber
+    assert lag.split()[:2] == ["47", "2c"] and "0.2 / 0.8" not in lag
+    proc = subprocess.run([sys.executable, _PATH, "--full", "--rows", "47",
+                           "--target-values", "0.2,0.8"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "include no Exp. 1 row" in proc.stderr
+    # a run: --quick's Exp. 1 rows, one pass of the 256 training strings each
+    proc = subprocess.run([sys.executable, _PATH, "--only", "1", "--recipes", "paper",
+                           "--seconds", "0.01", "--jobs", "1", "--target-values",
+                           "0.2,0.8", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "paper_results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["setting"].endswith(" (0.2 / 0.8)") for r in rows)
+    journal = tmp_path / "paper_trials.jsonl"
+    keys = [json.loads(json.loads(line)["key"])
+            for line in journal.read_text().splitlines()]
+    assert len(keys) == len(rows)
+    assert all(row["target_values"] == [0.2, 0.8] for row, *_ in keys)
+
+
 def test_journal_keys_and_reading(paper, tmp_path):
     spec = paper._specs(False)[0]
     key = paper._trial_key(spec, "paper", 0, 60.0)
