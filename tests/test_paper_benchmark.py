@@ -216,6 +216,16 @@ def test_exp1_trains_on_its_targets_reading(paper, monkeypatch, targets, values)
     assert setting.endswith(" (0.1 / 0.9)") == (values == (0.1, 0.9))
 
 
+def test_an_exp1_trial_out_of_time_trains_its_first_pass(paper, monkeypatch):
+    """A trial whose seconds end before its first pass still trains that pass (it
+    builds the network) and reports on it, instead of predicting with no network."""
+    spec = next(s for s in paper._specs(False) if s.exp == "1")
+    monkeypatch.setattr(paper, "_warm_up", lambda spec, recipe: None)
+    out = paper._trial(spec, "paper", 0, 0.0)
+    assert out["sequences"] == 256 and not out["success"]
+    assert 0 <= out["wrong"] <= out["n_test"]
+
+
 def test_exp2_network_is_built_with_its_initial_weights(paper):
     """The sequential construction starts the cell from its initial weights: the
     call that builds the network does not train (a plain first ``partial_fit``
