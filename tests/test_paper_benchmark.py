@@ -49,10 +49,12 @@ def test_quick_rows_and_recipes(paper):
                        ("2c", None, "next", ("paper",))]
     assert len([s for s in full if s.net.get("squashing") == "table10"
                 and "loss" not in s.net and "recurrent_weights" not in s.net
+                and s.net.get("update") != "sequence"
                 and s.target_values == (0.0, 1.0)]) == 19
     # Exp. 1 with every possible next symbol as target once more with targets 0.1
     # and 0.9, one row per rate and network of Table 1, in --full only
-    soft = [s for s in full if s.target_values != (0.0, 1.0)]
+    soft = [s for s in full if s.target_values != (0.0, 1.0)
+            and s.net["update"] == "step"]
     assert sorted((s.lr, s.net["hidden_size"]) for s in soft) == sorted(
         (s.lr, s.net["hidden_size"]) for s in full
         if s.exp == "1" and "squashing" not in s.net)
@@ -170,6 +172,44 @@ def test_full_has_every_lstm_row_of_tables_1_to_9(paper):
                      "T=100, log loss, n_seq=13",
                      "T=100, log loss, no recurrent weights, n_seq=140",
                      "T=100, log loss, no recurrent weights, n_seq=13"]
+
+
+def test_exp1_pairs_truncated_and_full_gradient_at_one_update_per_string(paper):
+    """``--full`` runs Exp. 1 at the rate 0.5 (both networks, targets 0 / 1 and
+    0.1 / 0.9) with one update per string, once with the paper's truncated
+    gradient and once with the full one: the same network, trained two ways."""
+    full = paper._specs(True)
+    per_string = [s for s in full if s.net.get("update") == "sequence"]
+    assert sorted((s.net["hidden_size"], s.target_values,
+                   s.net.get("gradient", "truncated")) for s in per_string) == sorted(
+        (hidden, values, gradient) for hidden in (4, 6)
+        for values in ((0.0, 1.0), (0.1, 0.9)) for gradient in ("truncated", "bptt"))
+    assert all(s.exp == "1" and s.lr == 0.5 and s.targets == "possible"
+               and s.net["squashing"] == "table10" and "loss" not in s.net
+               and s.recipes == ("paper",) for s in per_string)
+    for truncated in (s for s in per_string if "gradient" not in s.net):
+        bptt = next(s for s in per_string if s.net == {**truncated.net,
+                                                      "gradient": "bptt"}
+                    and s.target_values == truncated.target_values)
+        assert paper._weights(bptt, "paper") == paper._weights(truncated, "paper")
+        setting = paper._summary(bptt, "paper", [dict(
+            success=False, sequences=8, wrong=1, n_test=256, seconds=1.0)])["setting"]
+        assert "full gradient" in setting.split(", ")
+    # the two trainings differ from the same initial weights and strings
+    from lstmforecast import tasks
+
+    train = tasks.reber_train_test(np.random.default_rng(0)).train
+    spec = next(s for s in per_string if s.net["hidden_size"] == 6
+                and "gradient" not in s.net and s.target_values == (0.0, 1.0))
+    weights = []
+    for net in (spec.net, {**spec.net, "gradient": "bptt"}):
+        model = paper._estimator(paper.replace(spec, net=net), "paper", 0)
+        assert (model.gradient, model.update) == (net.get("gradient", "truncated"),
+                                                  "sequence")
+        model.partial_fit(train.X[:8], train.allowed[:8])
+        weights.append(model.get_weights("native")["weight_ih_l0"])
+    assert weights[0].shape == weights[1].shape
+    assert not np.allclose(weights[0], weights[1])
 
 
 @pytest.mark.parametrize("targets, values", [("next", (0.0, 1.0)),
