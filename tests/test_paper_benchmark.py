@@ -177,9 +177,11 @@ def test_full_has_every_lstm_row_of_tables_1_to_9(paper):
 def test_exp1_pairs_truncated_and_full_gradient_at_one_update_per_string(paper):
     """``--full`` runs Exp. 1 at the rate 0.5 (both networks, targets 0 / 1 and
     0.1 / 0.9) with one update per string, once with the paper's truncated
-    gradient and once with the full one: the same network, trained two ways."""
+    gradient and once with the full one: the same network, trained two ways; and
+    every row of Table 1 with targets 0.1 / 0.9 so at ten times its rate."""
     full = paper._specs(True)
-    per_string = [s for s in full if s.net.get("update") == "sequence"]
+    per_string = [s for s in full if s.net.get("update") == "sequence"
+                  and s.lr == 0.5]
     assert sorted((s.net["hidden_size"], s.target_values,
                    s.net.get("gradient", "truncated")) for s in per_string) == sorted(
         (hidden, values, gradient) for hidden in (4, 6)
@@ -195,6 +197,18 @@ def test_exp1_pairs_truncated_and_full_gradient_at_one_update_per_string(paper):
         setting = paper._summary(bptt, "paper", [dict(
             success=False, sequences=8, wrong=1, n_test=256, seconds=1.0)])["setting"]
         assert "full gradient" in setting.split(", ")
+    # and each of Table 1's rows with targets 0.1 / 0.9, both ways, at ten times
+    # its rate (about the paper's step per string), with the row's budget
+    at_paper_step = [s for s in full if s.net.get("update") == "sequence"
+                     and s.lr != 0.5]
+    soft = [s for s in full if s.exp == "1" and s.net.get("update") == "step"
+            and s.target_values == (0.1, 0.9)]
+    assert sorted((s.lr, s.net["hidden_size"], s.budget,
+                   s.net.get("gradient", "truncated")) for s in at_paper_step) == sorted(
+        (10 * s.lr, s.net["hidden_size"], s.budget, gradient) for s in soft
+        for gradient in ("truncated", "bptt"))
+    assert all(s.target_values == (0.1, 0.9) and s.targets == "possible"
+               and s.net["squashing"] == "table10" for s in at_paper_step)
     # the two trainings differ from the same initial weights and strings
     from lstmforecast import tasks
 
