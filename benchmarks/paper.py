@@ -332,23 +332,15 @@ def _full_gradient_rows(rows):
     grammar but, in most trials, never the long lag (``benchmarks/PAPER.md``). Then
     every row of Table 1 with targets 0.1 / 0.9 the same two ways at ten times its
     rate, about the paper's step per string."""
-    at_paper_rate = [
-        replace(spec, net={**spec.net, "update": "sequence", **gradient})
-        for spec in rows
-        if spec.exp == "1" and _table10(spec) and spec.targets == "possible"
-        and spec.lr == 0.5 and not _log_loss(spec)
-        for gradient in ({}, {"gradient": "bptt"})]
+    exp1 = [spec for spec in rows if spec.exp == "1" and _table10(spec)
+            and spec.targets == "possible" and not _log_loss(spec)]
     # The update once per string applies the mean over its ~11 targets: ten times
     # Table 1's rate moves the weights about as far per string as the paper's
-    # update after every step. With targets 0.1 / 0.9, every row of Table 1.
-    at_paper_step = [
-        replace(spec, lr=10 * spec.lr,
-                net={**spec.net, "update": "sequence", **gradient})
-        for spec in rows
-        if spec.exp == "1" and _table10(spec) and spec.targets == "possible"
-        and _soft_targets(spec) and not _log_loss(spec)
-        for gradient in ({}, {"gradient": "bptt"})]
-    return at_paper_rate + at_paper_step
+    # update after every step
+    rates = ([(spec, spec.lr) for spec in exp1 if spec.lr == 0.5]
+             + [(spec, 10 * spec.lr) for spec in exp1 if _soft_targets(spec)])
+    return [replace(spec, lr=lr, net={**spec.net, "update": "sequence", **gradient})
+            for spec, lr in rates for gradient in ({}, {"gradient": "bptt"})]
 
 
 # ----------------------------------------------------------------------- tasks
