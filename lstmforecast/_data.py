@@ -40,6 +40,9 @@ def _is_ragged_list(X):
     """True when X is a list/tuple of sequences rather than a table of numbers."""
     if not isinstance(X, (list, tuple)) or len(X) == 0:
         return False
+    if all(type(item) is np.ndarray for item in X):
+        shapes = {item.shape for item in X}
+        return any(len(shape) == 2 for shape in shapes) or len(shapes) > 1
     shapes = []
     for item in X:
         if np.isscalar(item) or item is None:
@@ -85,6 +88,37 @@ def _check_sequence(item, index, dtype):
     return arr
 
 
+def _pack_plain(X, dtype):
+    """``(X3, lengths)``: the sequences of ``X`` zero-padded into one array, when
+    they are plain, non-empty, finite real NumPy arrays of one shape but for their
+    lengths; None when any is not, so that :func:`_check_sequence` looks at each
+    and names the one at fault.
+
+    One finiteness check for the whole padded array: checking sequence by sequence
+    cost about 6 microseconds each, a fifth of an on-line trial's time on the
+    paper's adding problem (500 sequences of about 100 steps per call).
+    """
+    first = X[0]
+    if type(first) is not np.ndarray or first.ndim not in (1, 2):
+        return None
+    tail = first.shape[1:]
+    if tail == (0,) or not all(type(item) is np.ndarray and item.dtype.kind in "biuf"
+                               and item.shape[1:] == tail for item in X):
+        return None
+    lengths = np.fromiter((item.shape[0] for item in X), dtype=np.int64, count=len(X))
+    if lengths.min() == 0:
+        return None
+    X3 = np.zeros((len(X), int(lengths.max()), tail[0] if tail else 1), dtype=dtype)
+    flat = X3[..., 0] if not tail else X3
+    with np.errstate(over="ignore"):
+        for i, item in enumerate(X):
+            flat[i, :item.shape[0]] = item     # casts as astype would
+    # the check runs after the cast: a float64 value beyond float32 becomes inf
+    if not np.isfinite(X3).all():
+        return None
+    return X3, lengths
+
+
 def _kernel_input(X):
     """``X`` itself (the kernels only read it, so the caller's array is not copied),
     or a copy where it is read-only or unaligned: Numba compiles every kernel
@@ -99,7 +133,11 @@ def check_sequences(estimator, X, dtype, reset):
     DataFrame), ``input_size_`` and ``_table_input`` are set; otherwise ``X`` is
     checked against them.
     """
-    if _is_ragged_list(X):
+    ragged = _is_ragged_list(X)
+    packed = _pack_plain(X, dtype) if ragged else None
+    if packed is not None:
+        out = Sequences(*packed, ragged=True, table=False)
+    elif ragged:
         seqs = [_check_sequence(item, i, dtype) for i, item in enumerate(X)]
         n_feat = {s.shape[1] for s in seqs}
         if len(n_feat) > 1:

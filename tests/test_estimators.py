@@ -537,6 +537,55 @@ def test_ragged_fast_validation_equals_check_array(dtype):
         assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("features", [None, 1, 3])
+def test_ragged_packing_equals_sequence_by_sequence(dtype, features):
+    """A list of plain arrays is padded in one pass (one finiteness check for the
+    whole); the result equals the sequence-by-sequence padding of the same items
+    (1-D items, or 2-D with one or several features; several dtypes), and every
+    item the one pass cannot vouch for is handed to the per-sequence check."""
+    from lstmforecast._data import _check_sequence, _pack_plain
+
+    rng = np.random.default_rng(5)
+    lengths = (4, 1, 7, 3, 7)
+    shape = (lambda T: (T,)) if features is None else (lambda T: (T, features))
+    X = [rng.normal(size=shape(lengths[0])),
+         rng.integers(-9, 9, size=shape(lengths[1])),
+         rng.normal(size=shape(lengths[2])).astype(np.float32),
+         rng.uniform(size=shape(lengths[3])) > 0.5,
+         np.asfortranarray(rng.normal(size=shape(lengths[4])))]
+    copies = [np.copy(a) for a in X]
+    packed = _pack_plain(X, np.dtype(dtype))
+    assert packed is not None
+    X3, got_lengths = packed
+    items = [_check_sequence(item, i, np.dtype(dtype)) for i, item in enumerate(X)]
+    assert X3.dtype == np.dtype(dtype) and X3.shape == (5, 7, features or 1)
+    np.testing.assert_array_equal(got_lengths, lengths)
+    for i, item in enumerate(items):
+        np.testing.assert_array_equal(X3[i, :lengths[i]], item)
+        assert not X3[i, lengths[i]:].any()
+    X3[...] = 0.0
+    for a, b in zip(X, copies):
+        np.testing.assert_array_equal(a, b)
+
+    def changed(i, value):
+        out = list(X)
+        out[i] = value
+        return out
+
+    big = np.full(shape(2), 1e39)
+    for bad in (changed(2, np.full(shape(2), np.nan)),
+                changed(0, np.full(shape(2), -np.inf)),
+                changed(1, np.zeros(shape(0))),
+                changed(3, X[3].tolist()),
+                changed(3, X[3].astype(complex)),
+                changed(3, X[3].astype(object)),
+                changed(4, np.ones((3, (features or 1) + 1))),
+                changed(4, np.ones((3, 1, 1)))):
+        assert _pack_plain(bad, np.dtype(dtype)) is None
+    assert (_pack_plain(changed(1, big), np.dtype(dtype)) is None) == (dtype == "float32")
+
+
 def test_ragged_prediction_equals_prediction_alone():
     X, y = _ragged(8, lengths=(3, 9, 5, 1, 6, 4))
     est = _reg(hidden_size=6, max_epochs=3).fit(X, y)
