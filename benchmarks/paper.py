@@ -27,7 +27,12 @@ How the stopping rules are read (the paper's text is in ``LSTM1997.md``):
 * Training errors "as processed": each chunk of fresh sequences is predicted with the
   current weights just before the chunk is trained on (``CHUNK`` sequences, so the
   error of a sequence is measured at most ``CHUNK`` updates early; fewer for 2c's
-  longest lags with the larger alphabets, whose chunks ``MAX_CHUNK_BYTES`` caps).
+  longest lags with the larger alphabets, whose chunks ``MAX_CHUNK_BYTES`` caps),
+  and the rule is checked after each chunk. Rows marked "judged on-line" (``--full``,
+  Exps. 4 and 5 at T = 100) judge each sequence by the weights about to train on
+  it and check the rule after every sequence, as the paper's on-line training
+  does; the network tested is then the one right after the sequence that met the
+  rule, not one that has trained on up to a chunk more.
 * ST3(beta): the mean of the paper's E = sum_k (t_k - y_k)^2 over the 2000 most
   recent training sequences is below beta, and all of them are correct.
 * ST1/ST2 (Exp. 3) are checked on a fixed random set of 256 test sequences after
@@ -72,6 +77,8 @@ measured, is in ``benchmarks/PAPER.md``:
   sequence only), in pairs, to show what the truncation costs; and each of Table
   1's rows with targets 0.1 / 0.9 the same two ways at ten times its rate (the
   update is the mean over a string's ~11 targets, so about the paper's step).
+* "judged on-line" (``--full``, Exps. 4 and 5 at T = 100, logistic output, both
+  losses): the paper's reading of "processed" training sequences (above).
 * Exps. 2a and 2b (``--full`` only) use the paper's own network for them: one cell
   and its input gate, no output gate (``output_gate=False``), no biases, g the
   logistic and h the identity (``squashing="exp2"``), cell and gate seeing only the
@@ -94,6 +101,7 @@ import os
 import sys
 import time
 import warnings
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 
@@ -129,6 +137,11 @@ class Spec:
     # Exp. 1's target values for an absent and a present symbol
     target_values: tuple = (0.0, 1.0)
     recipes: tuple = ("paper", "modern")
+    # how the training errors of a window are measured (Exps. 4 and 5): "chunk"
+    # (the weights at the start of each chunk judge its sequences) or "sequence"
+    # (each sequence is judged by the weights about to train on it, the paper's
+    # on-line reading; see _train_judged)
+    check: str = "chunk"
 
 
 def _specs(full):
@@ -246,7 +259,8 @@ def _specs(full):
         rows += _soft_target_rows(rows)
         rows += _log_loss_rows(rows)
         rows += _no_recurrence_rows(rows)
-        return rows + _full_gradient_rows(rows)
+        rows += _full_gradient_rows(rows)
+        return rows + _sequence_check_rows(rows)
     rows += _table10_rows(rows)
     rows += _log_loss_rows(rows)
     rows += _no_recurrence_rows(rows)
@@ -341,6 +355,18 @@ def _full_gradient_rows(rows):
              + [(spec, 10 * spec.lr) for spec in exp1 if _soft_targets(spec)])
     return [replace(spec, lr=lr, net={**spec.net, "update": "sequence", **gradient})
             for spec, lr in rates for gradient in ({}, {"gradient": "bptt"})]
+
+
+def _sequence_check_rows(rows):
+    """Exps. 4 and 5 at T = 100 (their logistic-output rows with the recurrent
+    weights, both losses; Exp. 5 with n_seq = 140 and 13) again with every training
+    sequence judged by the weights that then train on it, and the stopping rule
+    checked after every sequence (``check="sequence"``), as the paper's on-line
+    training does. Judged a chunk at a time, the network tested is one that no
+    window judged: it has trained on a chunk more (``benchmarks/PAPER.md``)."""
+    return [replace(spec, check="sequence", recipes=("paper",)) for spec in rows
+            if spec.exp in ("4", "5") and spec.kwargs.get("T") == 100
+            and not _linear_output(spec) and not _no_recurrence(spec)]
 
 
 # ----------------------------------------------------------------------- tasks
@@ -545,6 +571,7 @@ def _trial_online(spec, recipe, seed, deadline):
     window = 10_000 if spec.stop == "successive" else 2000
     recent_ok = np.zeros(0, dtype=bool)
     recent_e = np.zeros(0)
+    judged = _Window(window)
     # only Exp. 3 reads the check set; it is drawn wherever chunks are full-size so
     # that those rows keep their sequences
     check_X, check_Y, check_clean = (_make(spec, rng, 256) if chunk == CHUNK
@@ -554,6 +581,12 @@ def _trial_online(spec, recipe, seed, deadline):
         warnings.simplefilter("ignore")
         while seen < spec.budget and time.perf_counter() < deadline:
             X, Y, _ = _make(spec, rng, chunk)
+            if spec.check == "sequence":
+                trained, stopped = _train_judged(spec, model, X, Y, judged)
+                seen += trained
+                if stopped:
+                    break
+                continue
             err, E = _seq_errors(model.predict(X), Y)
             recent_ok = np.concatenate([recent_ok, (err < thr).all(axis=1)])[-window:]
             recent_e = np.concatenate([recent_e, E])[-window:]
@@ -581,6 +614,73 @@ def _trial_online(spec, recipe, seed, deadline):
         squared.append(E)
     return dict(success=bool(stopped), sequences=seen, wrong=wrong, n_test=n_test,
                 test_mse=float(np.concatenate(squared).mean()))
+
+
+class _Window:
+    """The ``size`` most recent training sequences as judged, one at a time: how
+    many were wrong and the sum of their E."""
+
+    def __init__(self, size):
+        self.size = size
+        self.ok = deque()
+        self.e = deque()
+        self.n_wrong = 0
+        self.e_sum = 0.0
+
+    def push(self, ok, e):
+        self.ok.append(ok)
+        self.e.append(e)
+        self.n_wrong += not ok
+        self.e_sum += e
+        if len(self.ok) > self.size:
+            self.n_wrong -= not self.ok.popleft()
+            self.e_sum -= self.e.popleft()
+
+    def rule_holds(self, spec):
+        """Whether ``spec``'s stopping rule holds on the full window."""
+        if len(self.ok) < self.size:
+            return False
+        if spec.stop == "nseq":
+            return self.n_wrong < spec.beta
+        return self.n_wrong == 0 and (spec.stop == "successive"
+                                      or self.e_sum / self.size < spec.beta)
+
+
+def _train_judged(spec, model, X, Y, window, from_losses=None):
+    """Train ``model`` on the sequences of ``(X, Y)`` one at a time, each judged
+    (absolute error at its end below the task's threshold) by the weights about to
+    train on it, until ``window``'s rule holds; returns ``(sequences trained,
+    whether the rule held)``, the model then holding the weights right after the
+    sequence that met it.
+
+    With squared error and one output, the training pass itself judges: one
+    update per sequence, each sequence's loss ``(t - y)^2 / 2`` comes back in
+    ``last_batch_losses_``, computed before its update. Where the rule holds within
+    the chunk, the weights from before it are restored and trained on the chunk up
+    to that sequence (plain SGD keeps no state, so they follow the same path).
+    Otherwise (the log loss) each sequence is predicted, then trained on.
+    """
+    thr = _abs_threshold(spec)
+    if from_losses is None:
+        from_losses = not _log_loss(spec) and np.asarray(Y[0]).size == 1
+    if from_losses:
+        before = model.get_weights(layout="native")
+        model.partial_fit(X, Y)
+        E = 2.0 * np.asarray(model.last_batch_losses_, dtype=np.float64)
+        for i, e in enumerate(E):
+            window.push(bool(np.sqrt(e) < thr), float(e))
+            if window.rule_holds(spec):
+                model.set_weights(before, layout="native")
+                model.partial_fit(X[:i + 1], Y[:i + 1])
+                return i + 1, True
+        return len(E), False
+    for i in range(len(X)):
+        err, E = _seq_errors(model.predict(X[i:i + 1]), Y[i:i + 1])
+        window.push(bool((err < thr).all()), float(E[0]))
+        model.partial_fit(X[i:i + 1], Y[i:i + 1])
+        if window.rule_holds(spec):
+            return i + 1, True
+    return len(X), False
 
 
 def _chunk_size(spec):
@@ -629,6 +729,8 @@ def _setting(spec):
         setting += f", update={spec.net['update']}"
     if _full_gradient(spec):
         setting += ", full gradient"
+    if spec.check == "sequence":
+        setting += ", judged on-line"
     if spec.stop == "nseq":
         setting += f", n_seq={spec.beta:g}"
     if spec.targets == "possible":

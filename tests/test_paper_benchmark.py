@@ -98,7 +98,7 @@ def test_quick_rows_and_recipes(paper):
     # with every possible next symbol as target) and 2a (g in [-1, 1]) also with
     # binary cross-entropy at the outputs; not 2b
     log_loss = [s for s in full if s.net.get("loss") == "log_loss"
-                and not paper._no_recurrence(s)]
+                and not paper._no_recurrence(s) and s.check == "chunk"]
     assert sorted((s.exp, s.kwargs.get("T"), s.beta) for s in log_loss
                   if s.exp in ("4", "5")) == [("4", 100, 0.01), ("4", 500, 0.01),
                                         ("4", 1000, 0.01), ("5", 100, 13),
@@ -146,7 +146,8 @@ def test_full_has_every_lstm_row_of_tables_1_to_9(paper):
 
     own = sorted(key(s) for s in paper._specs(True)
                  if s.net.get("squashing") in (None, "exp2") and s.targets == "next"
-                 and s.net.get("output_activation") is None and "loss" not in s.net)
+                 and s.net.get("output_activation") is None and "loss" not in s.net
+                 and s.check == "chunk")
     table_1 = [("1", 0.1, 4, "39,740"), ("1", 0.1, 3, "21,730"),
                ("1", 0.2, 3, "14,060"), ("1", 0.5, 4, "9,500"),
                ("1", 0.5, 3, "8,440")]
@@ -171,7 +172,11 @@ def test_full_has_every_lstm_row_of_tables_1_to_9(paper):
                      "T=100, n_seq=13", "T=100, log loss, n_seq=140",
                      "T=100, log loss, n_seq=13",
                      "T=100, log loss, no recurrent weights, n_seq=140",
-                     "T=100, log loss, no recurrent weights, n_seq=13"]
+                     "T=100, log loss, no recurrent weights, n_seq=13",
+                     "T=100, judged on-line, n_seq=140",
+                     "T=100, judged on-line, n_seq=13",
+                     "T=100, log loss, judged on-line, n_seq=140",
+                     "T=100, log loss, judged on-line, n_seq=13"]
 
 
 def test_exp1_pairs_truncated_and_full_gradient_at_one_update_per_string(paper):
@@ -224,6 +229,75 @@ def test_exp1_pairs_truncated_and_full_gradient_at_one_update_per_string(paper):
         weights.append(model.get_weights("native")["weight_ih_l0"])
     assert weights[0].shape == weights[1].shape
     assert not np.allclose(weights[0], weights[1])
+
+
+def test_exps_4_and_5_judged_on_line(paper):
+    """``--full`` runs Exps. 4 and 5 at T = 100 (logistic output, both losses)
+    once more with each training sequence judged by the weights about to train on
+    it. Judging from the training pass's own losses (squared error) gives the
+    judgments and weights that predicting each sequence before training on it
+    gives, and a trial stops right after the sequence that meets the rule."""
+    full = paper._specs(True)
+    judged = [s for s in full if s.check == "sequence"]
+    assert sorted((s.exp, s.beta, s.net.get("loss", "squared_error"))
+                  for s in judged) == sorted(
+        (exp, beta, loss) for exp, beta in (("4", 0.01), ("5", 140), ("5", 13))
+        for loss in ("squared_error", "log_loss"))
+    assert all(s.kwargs == dict(T=100) and s.recipes == ("paper",)
+               and "output_activation" not in s.net and not paper._no_recurrence(s)
+               for s in judged)
+    assert all(s.check == "chunk" for s in paper._specs(False))
+    setting = paper._summary(judged[0], "paper", [dict(
+        success=False, sequences=8, wrong=1, n_test=2560, seconds=1.0)])["setting"]
+    assert "judged on-line" in setting.split(", ")
+
+    spec = next(s for s in judged if s.exp == "5" and s.beta == 13
+                and "loss" not in s.net)
+    X, Y, _ = paper._make(spec, np.random.default_rng(0), 40)
+
+    def run(beta, from_losses, n=40):
+        model = paper._estimator(spec, "paper", 0)
+        model.partial_fit(X[:1], Y[:1])
+        window = paper._Window(20)
+        trained, stopped = paper._train_judged(paper.replace(spec, beta=beta), model,
+                                               X[:n], Y[:n], window, from_losses)
+        return (trained, stopped, list(window.ok), np.array(window.e),
+                model.get_weights("native"))
+
+    # beta = 0: the rule never holds, every sequence is judged and trained on;
+    # beta = 21: it holds as soon as the window is full, after the 20th sequence
+    for beta, expected in ((0, (40, False)), (21, (20, True))):
+        fast, slow = run(beta, True), run(beta, False)
+        assert fast[:2] == slow[:2] == expected
+        assert fast[2] == slow[2] and len(fast[2]) == 20
+        np.testing.assert_allclose(fast[3], slow[3], rtol=1e-9, atol=0)
+        for name in fast[4]:
+            np.testing.assert_allclose(fast[4][name], slow[4][name], rtol=1e-12)
+    # stopped after 20: the weights are those of training on the first 20 alone,
+    # not on all 40 that the fast path's pass went through
+    alone = run(0, True, n=20)[4]
+    for name in fast[4]:
+        np.testing.assert_array_equal(fast[4][name], alone[name])
+    assert not np.allclose(run(0, True)[4]["weight_ih_l0"], alone["weight_ih_l0"])
+
+
+def test_window_rules(paper):
+    """The window of judged sequences counts the wrong ones and sums E as it
+    slides, and each stopping rule reads it only once it is full."""
+    spec = paper._specs(True)[0]
+    window = paper._Window(3)
+    for ok, e in ((False, 1.0), (True, 0.5), (True, 0.25)):
+        assert not window.rule_holds(paper.replace(spec, stop="nseq", beta=5))
+        window.push(ok, e)
+    assert (window.n_wrong, window.e_sum) == (1, 1.75)
+    assert window.rule_holds(paper.replace(spec, stop="nseq", beta=2))
+    assert not window.rule_holds(paper.replace(spec, stop="nseq", beta=1))
+    assert not window.rule_holds(paper.replace(spec, stop="successive"))
+    window.push(True, 0.25)  # the wrong one slides out
+    assert (window.n_wrong, window.e_sum) == (0, 1.0)
+    assert window.rule_holds(paper.replace(spec, stop="successive"))
+    assert window.rule_holds(paper.replace(spec, stop="st3", beta=0.34))
+    assert not window.rule_holds(paper.replace(spec, stop="st3", beta=0.33))
 
 
 @pytest.mark.parametrize("targets, values", [("next", (0.0, 1.0)),
