@@ -28,11 +28,11 @@ How the stopping rules are read (the paper's text is in ``LSTM1997.md``):
   current weights just before the chunk is trained on (``CHUNK`` sequences, so the
   error of a sequence is measured at most ``CHUNK`` updates early; fewer for 2c's
   longest lags with the larger alphabets, whose chunks ``MAX_CHUNK_BYTES`` caps),
-  and the rule is checked after each chunk. Rows marked "judged on-line" (``--full``,
-  Exps. 4 and 5 at T = 100) judge each sequence by the weights about to train on
-  it and check the rule after every sequence, as the paper's on-line training
-  does; the network tested is then the one right after the sequence that met the
-  rule, not one that has trained on up to a chunk more.
+  and the rule is checked after each chunk. Rows marked "judged on-line"
+  (``--full``, Exps. 4 and 5 at T = 100, 6a and 6b) judge each sequence by the
+  weights about to train on it and check the rule after every sequence, as the
+  paper's on-line training does; the network tested is then the one right after
+  the sequence that met the rule, not one that has trained on up to a chunk more.
 * ST3(beta): the mean of the paper's E = sum_k (t_k - y_k)^2 over the 2000 most
   recent training sequences is below beta, and all of them are correct.
 * ST1/ST2 (Exp. 3) are checked on a fixed random set of 256 test sequences after
@@ -78,7 +78,7 @@ measured, is in ``benchmarks/PAPER.md``:
   1's rows with targets 0.1 / 0.9 the same two ways at ten times its rate (the
   update is the mean over a string's ~11 targets, so about the paper's step).
 * "judged on-line" (``--full``, Exps. 4 and 5 at T = 100, logistic output, both
-  losses): the paper's reading of "processed" training sequences (above).
+  losses; 6a and 6b): the paper's reading of "processed" training sequences (above).
 * Exps. 2a and 2b (``--full`` only) use the paper's own network for them: one cell
   and its input gate, no output gate (``output_gate=False``), no biases, g the
   logistic and h the identity (``squashing="exp2"``), cell and gate seeing only the
@@ -137,7 +137,7 @@ class Spec:
     # Exp. 1's target values for an absent and a present symbol
     target_values: tuple = (0.0, 1.0)
     recipes: tuple = ("paper", "modern")
-    # how the training errors of a window are measured (Exps. 4 and 5): "chunk"
+    # how the training errors of a window are measured (Exps. 4-6): "chunk"
     # (the weights at the start of each chunk judge its sequences) or "sequence"
     # (each sequence is judged by the weights about to train on it, the paper's
     # on-line reading; see _train_judged)
@@ -359,14 +359,18 @@ def _full_gradient_rows(rows):
 
 def _sequence_check_rows(rows):
     """Exps. 4 and 5 at T = 100 (their logistic-output rows with the recurrent
-    weights, both losses; Exp. 5 with n_seq = 140 and 13) again with every training
-    sequence judged by the weights that then train on it, and the stopping rule
-    checked after every sequence (``check="sequence"``), as the paper's on-line
-    training does. Judged a chunk at a time, the network tested is one that no
-    window judged: it has trained on a chunk more (``benchmarks/PAPER.md``)."""
-    return [replace(spec, check="sequence", recipes=("paper",)) for spec in rows
-            if spec.exp in ("4", "5") and spec.kwargs.get("T") == 100
-            and not _linear_output(spec) and not _no_recurrence(spec)]
+    weights, both losses; Exp. 5 with n_seq = 140 and 13), 6a and 6b again with
+    every training sequence judged by the weights that then train on it, and the
+    stopping rule checked after every sequence (``check="sequence"``), as the
+    paper's on-line training does. Judged a chunk at a time, the network tested is
+    one that no window judged: it has trained on a chunk more
+    (``benchmarks/PAPER.md``)."""
+    # 6a and 6b after Exps. 4 and 5, whose rows (122-127) came first
+    judged = ([spec for spec in rows if spec.exp in ("4", "5")
+               and spec.kwargs.get("T") == 100 and not _linear_output(spec)
+               and not _no_recurrence(spec)]
+              + [spec for spec in rows if spec.exp in ("6a", "6b")])
+    return [replace(spec, check="sequence", recipes=("paper",)) for spec in judged]
 
 
 # ----------------------------------------------------------------------- tasks
@@ -653,16 +657,18 @@ def _train_judged(spec, model, X, Y, window, from_losses=None):
     whether the rule held)``, the model then holding the weights right after the
     sequence that met it.
 
-    With squared error and one output, the training pass itself judges: one
-    update per sequence, each sequence's loss ``(t - y)^2 / 2`` comes back in
+    With squared error, one output and plain SGD, the training pass itself judges:
+    one update per sequence, each sequence's loss ``(t - y)^2 / 2`` comes back in
     ``last_batch_losses_``, computed before its update. Where the rule holds within
     the chunk, the weights from before it are restored and trained on the chunk up
     to that sequence (plain SGD keeps no state, so they follow the same path).
-    Otherwise (the log loss) each sequence is predicted, then trained on.
+    Otherwise (the log loss, several outputs) each sequence is predicted, then
+    trained on.
     """
     thr = _abs_threshold(spec)
     if from_losses is None:
-        from_losses = not _log_loss(spec) and np.asarray(Y[0]).size == 1
+        from_losses = (not _log_loss(spec) and np.asarray(Y[0]).size == 1
+                       and model.optimizer == "sgd" and model.momentum == 0.0)
     if from_losses:
         before = model.get_weights(layout="native")
         model.partial_fit(X, Y)

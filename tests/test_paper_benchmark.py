@@ -231,9 +231,9 @@ def test_exp1_pairs_truncated_and_full_gradient_at_one_update_per_string(paper):
     assert not np.allclose(weights[0], weights[1])
 
 
-def test_exps_4_and_5_judged_on_line(paper):
-    """``--full`` runs Exps. 4 and 5 at T = 100 (logistic output, both losses)
-    once more with each training sequence judged by the weights about to train on
+def test_exps_4_5_and_6_judged_on_line(paper):
+    """``--full`` runs Exps. 4 and 5 at T = 100 (logistic output, both losses),
+    6a and 6b once more with each training sequence judged by the weights about to train on
     it. Judging from the training pass's own losses (squared error) gives the
     judgments and weights that predicting each sequence before training on it
     gives, and a trial stops right after the sequence that meets the rule."""
@@ -241,11 +241,12 @@ def test_exps_4_and_5_judged_on_line(paper):
     judged = [s for s in full if s.check == "sequence"]
     assert sorted((s.exp, s.beta, s.net.get("loss", "squared_error"))
                   for s in judged) == sorted(
-        (exp, beta, loss) for exp, beta in (("4", 0.01), ("5", 140), ("5", 13))
-        for loss in ("squared_error", "log_loss"))
-    assert all(s.kwargs == dict(T=100) and s.recipes == ("paper",)
-               and "output_activation" not in s.net and not paper._no_recurrence(s)
-               for s in judged)
+        [(exp, beta, loss) for exp, beta in (("4", 0.01), ("5", 140), ("5", 13))
+         for loss in ("squared_error", "log_loss")]
+        + [("6a", 0.1, "squared_error"), ("6b", 0.1, "squared_error")])
+    assert all(s.kwargs == (dict(T=100) if s.exp in ("4", "5") else {})
+               and s.recipes == ("paper",) and "output_activation" not in s.net
+               and not paper._no_recurrence(s) for s in judged)
     assert all(s.check == "chunk" for s in paper._specs(False))
     setting = paper._summary(judged[0], "paper", [dict(
         success=False, sequences=8, wrong=1, n_test=2560, seconds=1.0)])["setting"]
