@@ -95,7 +95,7 @@ def _pack_plain(X, dtype):
     and names the one at fault.
 
     One finiteness check for the whole padded array: checking sequence by sequence
-    cost about 6 microseconds each, a fifth of an on-line trial's time on the
+    cost about 6 microseconds each, a tenth of an on-line trial's time on the
     paper's adding problem (500 sequences of about 100 steps per call).
     """
     first = X[0]
@@ -109,10 +109,10 @@ def _pack_plain(X, dtype):
     if lengths.min() == 0:
         return None
     X3 = np.zeros((len(X), int(lengths.max()), tail[0] if tail else 1), dtype=dtype)
-    flat = X3[..., 0] if not tail else X3
+    dest = X3[..., 0] if not tail else X3     # 1-D items fill the one feature
     with np.errstate(over="ignore"):
         for i, item in enumerate(X):
-            flat[i, :item.shape[0]] = item     # casts as astype would
+            dest[i, :item.shape[0]] = item     # casts as astype would
     # the check runs after the cast: a float64 value beyond float32 becomes inf
     if not np.isfinite(X3).all():
         return None
