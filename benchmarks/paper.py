@@ -575,7 +575,7 @@ def _trial_online(spec, recipe, seed, deadline):
     window = 10_000 if spec.stop == "successive" else 2000
     recent_ok = np.zeros(0, dtype=bool)
     recent_e = np.zeros(0)
-    judged = _Window(window)
+    judged = _Window(window) if spec.check == "sequence" else None
     # only Exp. 3 reads the check set; it is drawn wherever chunks are full-size so
     # that those rows keep their sequences
     check_X, check_Y, check_clean = (_make(spec, rng, 256) if chunk == CHUNK
@@ -598,12 +598,8 @@ def _trial_online(spec, recipe, seed, deadline):
             seen += chunk
             if spec.stop in ("st3", "successive", "nseq") and len(recent_ok) < window:
                 continue
-            if spec.stop == "st3":
-                stopped = recent_ok.all() and recent_e.mean() < spec.beta
-            elif spec.stop == "successive":
-                stopped = recent_ok.all()
-            elif spec.stop == "nseq":
-                stopped = (~recent_ok).sum() < spec.beta
+            if spec.stop in ("st3", "successive", "nseq"):
+                stopped = _window_rule(spec, int((~recent_ok).sum()), recent_e.mean())
             else:
                 stopped = _st_exp3(spec, model, check_X, check_Y, check_clean)
             if stopped:
@@ -642,12 +638,16 @@ class _Window:
 
     def rule_holds(self, spec):
         """Whether ``spec``'s stopping rule holds on the full window."""
-        if len(self.ok) < self.size:
-            return False
-        if spec.stop == "nseq":
-            return self.n_wrong < spec.beta
-        return self.n_wrong == 0 and (spec.stop == "successive"
-                                      or self.e_sum / self.size < spec.beta)
+        return (len(self.ok) == self.size
+                and _window_rule(spec, self.n_wrong, self.e_sum / self.size))
+
+
+def _window_rule(spec, n_wrong, e_mean):
+    """ST3(beta), "successive" or n_seq on a full window of training sequences
+    with ``n_wrong`` wrong and mean E ``e_mean``."""
+    if spec.stop == "nseq":
+        return bool(n_wrong < spec.beta)
+    return bool(n_wrong == 0 and (spec.stop == "successive" or e_mean < spec.beta))
 
 
 def _train_judged(spec, model, X, Y, window, from_losses=None):
