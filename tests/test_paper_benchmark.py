@@ -147,7 +147,7 @@ def test_full_has_every_lstm_row_of_tables_1_to_9(paper):
     own = sorted(key(s) for s in paper._specs(True)
                  if s.net.get("squashing") in (None, "exp2") and s.targets == "next"
                  and s.net.get("output_activation") is None and "loss" not in s.net
-                 and s.check == "chunk")
+                 and s.check == "chunk" and s.check_set == "fixed")
     table_1 = [("1", 0.1, 4, "39,740"), ("1", 0.1, 3, "21,730"),
                ("1", 0.2, 3, "14,060"), ("1", 0.5, 4, "9,500"),
                ("1", 0.5, 3, "8,440")]
@@ -280,6 +280,43 @@ def test_exps_4_5_and_6_judged_on_line(paper):
     for name in fast[4]:
         np.testing.assert_array_equal(fast[4][name], alone[name])
     assert not np.allclose(run(0, True)[4]["weight_ih_l0"], alone["weight_ih_l0"])
+
+
+def test_exp3_check_set_fixed_or_fresh(paper, monkeypatch):
+    """Exp. 3's rows check ST1 / ST2 on one set of 256 sequences drawn before
+    training; ``--full`` runs each again with a fresh set drawn at every check.
+    Journals written before the field existed still resume the fixed rows."""
+    full = paper._specs(True)
+    fresh = [s for s in full if s.check_set == "fresh"]
+    fixed_exp3 = [s for s in full if s.task in ("3a", "3b", "3c")
+                  and s.check_set == "fixed"]
+    assert len(fixed_exp3) == 8
+    assert ([paper.replace(s, check_set="fixed", recipes=("paper",)) for s in fresh]
+            == [paper.replace(s, recipes=("paper",)) for s in fixed_exp3])
+    assert all(s.check_set == "fixed" for s in paper._specs(False))
+    assert "check_set" not in paper._trial_key(fixed_exp3[0], "paper", 0, 60.0)
+    assert (paper._trial_key(fresh[0], "paper", 0, 60.0)
+            != paper._trial_key(fixed_exp3[0], "paper", 0, 60.0))
+    setting = paper._summary(fresh[0], "paper", [dict(
+        success=False, sequences=8, wrong=1, n_test=2560, seconds=1.0)])["setting"]
+    assert setting.endswith(", a fresh check set at every check")
+
+    seen = []
+
+    def st_exp3(spec, model, X, Y, clean):
+        seen.append(np.concatenate([np.ravel(x) for x in X]))
+        return False
+
+    monkeypatch.setattr(paper, "_st_exp3", st_exp3)
+    spec = next(s for s in fixed_exp3 if s.task == "3b" and s.kwargs["T"] == 100)
+    for check_set in ("fixed", "fresh"):
+        seen.clear()
+        out = paper._trial_online(paper.replace(spec, check_set=check_set,
+                                                budget=8 + 3 * paper.CHUNK),
+                                  "paper", 0, float("inf"))
+        assert out["sequences"] == 8 + 3 * paper.CHUNK and len(seen) == 3
+        same = [np.array_equal(seen[0], other) for other in seen[1:]]
+        assert same == ([True, True] if check_set == "fixed" else [False, False])
 
 
 def test_window_rules(paper):
