@@ -37,8 +37,8 @@ How the stopping rules are read (the paper's text is in ``LSTM1997.md``):
   recent training sequences is below beta, and all of them are correct.
 * ST1/ST2 (Exp. 3) are checked on a fixed random set of 256 test sequences after
   every chunk (rows marked "a fresh check set at every check": a new random set
-  each time, see below); Exp. 1's stop ("training and test correctly predicted") after every
-  pass over its 256 training strings.
+  each time, see below); Exp. 1's stop ("training and test correctly predicted")
+  after every pass over its 256 training strings.
 * A trial that does not stop within its budget (sequences or seconds) counts as a
   failure; the sequences-to-success columns average the successful trials only.
   Its seconds start once the kernels it calls are compiled.
@@ -388,7 +388,7 @@ def _fresh_check_rows(rows):
     their check set once. In 3b with N = 1 the noise flips the sign of the one
     informative element in about 1.3% of the sequences, so a fixed set holds some
     sequences that no network classifies: with 6 or more of them, ST1 (fewer than
-    6 wrong) can never hold, and with 4-5 it needs every other sequence right
+    6 wrong) can hardly hold, and with 5 it needs every other sequence right
     (``benchmarks/PAPER.md``). The paper says "a random test set" and not whether
     it was drawn once."""
     return [replace(spec, check_set="fresh", recipes=("paper",)) for spec in rows
@@ -598,8 +598,9 @@ def _trial_online(spec, recipe, seed, deadline):
     recent_ok = np.zeros(0, dtype=bool)
     recent_e = np.zeros(0)
     judged = _Window(window) if spec.check == "sequence" else None
-    # only Exp. 3 reads the check set; it is drawn wherever chunks are full-size so
-    # that those rows keep their sequences
+    # only Exp. 3 reads the check set; drawn once, it is drawn wherever chunks are
+    # full-size so that those rows keep their sequences (check_set="fresh" draws
+    # one at every check instead)
     check_X, check_Y, check_clean = (_make(spec, rng, 256)
                                      if chunk == CHUNK and spec.check_set == "fixed"
                                      else (None, None, None))
