@@ -604,6 +604,9 @@ def _trial_online(spec, recipe, seed, deadline):
     check_X, check_Y, check_clean = (_make(spec, rng, 256)
                                      if chunk == CHUNK and spec.check_set == "fixed"
                                      else (None, None, None))
+    # Exp. 3's rules read the check set only, the others the window of training
+    # sequences as judged
+    by_window = spec.stop in ("st3", "successive", "nseq")
     stopped = False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -615,19 +618,19 @@ def _trial_online(spec, recipe, seed, deadline):
                 if stopped:
                     break
                 continue
-            err, E = _seq_errors(model.predict(X), Y)
-            recent_ok = np.concatenate([recent_ok, (err < thr).all(axis=1)])[-window:]
-            recent_e = np.concatenate([recent_e, E])[-window:]
+            if by_window:  # judged by the weights from before the chunk
+                err, E = _seq_errors(model.predict(X), Y)
+                recent_ok = np.concatenate([recent_ok,
+                                            (err < thr).all(axis=1)])[-window:]
+                recent_e = np.concatenate([recent_e, E])[-window:]
             model.partial_fit(X, Y)
             seen += chunk
-            if spec.stop in ("st3", "successive", "nseq") and len(recent_ok) < window:
-                continue
-            if spec.stop in ("st3", "successive", "nseq"):
-                stopped = _window_rule(spec, int((~recent_ok).sum()), recent_e.mean())
-            else:
+            if not by_window:
                 if spec.check_set == "fresh":
                     check_X, check_Y, check_clean = _make(spec, rng, 256)
                 stopped = _st_exp3(spec, model, check_X, check_Y, check_clean)
+            elif len(recent_ok) == window:
+                stopped = _window_rule(spec, int((~recent_ok).sum()), recent_e.mean())
             if stopped:
                 break
     n_test = 2560 if spec.task != "2c" else 2000
