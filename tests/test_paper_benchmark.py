@@ -283,9 +283,10 @@ def test_exps_4_5_and_6_judged_on_line(paper):
 
 
 def test_exp3_check_set_fixed_or_fresh(paper, monkeypatch):
-    """Exp. 3's rows check ST1 / ST2 on one set of 256 sequences drawn before
-    training; ``--full`` runs each again with a fresh set drawn at every check.
-    Journals written before the field existed still resume the fixed rows."""
+    """``--full``'s rows of Exp. 3 check ST1 / ST2 on one set of 256 sequences
+    drawn before training and run each again with a fresh set drawn at every
+    check, ``--quick``'s with a fresh set only. Journals written before the field
+    existed still resume the fixed rows."""
     full = paper._specs(True)
     fresh = [s for s in full if s.check_set == "fresh"]
     fixed_exp3 = [s for s in full if s.task in ("3a", "3b", "3c")
@@ -293,7 +294,12 @@ def test_exp3_check_set_fixed_or_fresh(paper, monkeypatch):
     assert len(fixed_exp3) == 8
     assert ([paper.replace(s, check_set="fixed", recipes=("paper",)) for s in fresh]
             == [paper.replace(s, recipes=("paper",)) for s in fixed_exp3])
-    assert all(s.check_set == "fixed" for s in paper._specs(False))
+    quick_exp3 = [s for s in paper._specs(False) if s.task in ("3a", "3b", "3c")]
+    assert [s.task for s in quick_exp3] == ["3a", "3b", "3c"]
+    assert all(s.check_set == "fresh" and s.recipes == ("paper", "modern")
+               for s in quick_exp3)
+    assert all(s.check_set == "fixed" for s in paper._specs(False)
+               if s.task not in ("3a", "3b", "3c"))
     assert "check_set" not in paper._trial_key(fixed_exp3[0], "paper", 0, 60.0)
     assert (paper._trial_key(fresh[0], "paper", 0, 60.0)
             != paper._trial_key(fixed_exp3[0], "paper", 0, 60.0))
