@@ -643,7 +643,7 @@ def test_target_values_change_exp1_rows_only(tmp_path):
     assert all(row["target_values"] == [0.2, 0.8] for row, *_ in keys)
 
 
-def test_journal_keys_and_reading(paper, tmp_path):
+def test_journal_keys_and_reading(paper, tmp_path, monkeypatch):
     spec = paper._specs(False)[0]
     key = paper._trial_key(spec, "paper", 0, 60.0)
     assert key == paper._trial_key(paper.replace(spec, trials=99, paper_after="x"),
@@ -658,6 +658,15 @@ def test_journal_keys_and_reading(paper, tmp_path):
                   paper._trial_key(paper.replace(spec, target_values=(0.1, 0.9)),
                                    "paper", 0, 60.0)):
         assert other != key
+    # the modern recipe's key carries Adam's rate: a journal of trials run at
+    # another rate does not resume them
+    modern = paper._trial_key(spec, "modern", 0, 60.0)
+    assert modern != json.dumps([json.loads(modern)[0], "modern", 0, 60.0],
+                                sort_keys=True)
+    assert paper._estimator(spec, "modern", 0).learning_rate == 1e-3
+    monkeypatch.setattr(paper, "MODERN_LEARNING_RATE", 1e-2)
+    assert paper._trial_key(spec, "modern", 0, 60.0) != modern
+    assert paper._estimator(spec, "modern", 0).learning_rate == 1e-2
     path = tmp_path / "journal.jsonl"
     assert paper._read_journal(str(path)) == {}
     path.write_text(json.dumps({"key": key, "result": {"seed": 0, "sequences": 5}})
