@@ -294,7 +294,7 @@ def _specs(full):
             # hold too many unclassifiable sequences for ST1 to hold (see
             # _fresh_check_rows); --full runs both readings
             keep.append(replace(spec, check_set="fresh")
-                        if spec.task in ("3a", "3b", "3c") else spec)
+                        if spec.task in EXP3_TASKS else spec)
     return keep
 
 
@@ -400,7 +400,7 @@ def _fresh_check_rows(rows):
     (``benchmarks/PAPER.md``). The paper says "a random test set" and not whether
     it was drawn once."""
     return [replace(spec, check_set="fresh", recipes=("paper",)) for spec in rows
-            if spec.task in ("3a", "3b", "3c")]
+            if spec.task in EXP3_TASKS]
 
 
 # ----------------------------------------------------------------------- tasks
@@ -416,7 +416,7 @@ def _make(spec, rng, n):
                 else tasks.noise_free_random)
         data = make(n, rng, **spec.kwargs)
         return data.X, data.Y, data.mask
-    if spec.task in ("3a", "3b", "3c"):
+    if spec.task in EXP3_TASKS:
         data = tasks.two_sequence(n, rng, noise=spec.task == "3b",
                                   noisy_targets=spec.task == "3c", **spec.kwargs)
         return data.X, data.y, data.y_clean
@@ -436,6 +436,10 @@ def _make(spec, rng, n):
 def _abs_threshold(spec):
     return {"2c": 0.2, "3a": 0.2, "3b": 0.2, "3c": 0.1, "adding": 0.04,
             "multiplication": 0.04, "6a": 0.3, "6b": 0.3}[spec.task]
+
+
+# the tasks of Exp. 3, whose ST1 / ST2 (or 3c's rule) read a check set
+EXP3_TASKS = ("3a", "3b", "3c")
 
 
 # Adam's rate in the modern recipe: 1e-2 until 2026-12-03, when 1e-3 (PyTorch's
