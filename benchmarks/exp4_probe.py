@@ -1,0 +1,233 @@
+"""Follow one trial of Exp. 4 (adding) or Exp. 5 (multiplication) as it trains.
+
+Replays ``paper.py``'s trial of one ``--full`` row and seed: the same random
+stream, chunks and stopping rule, so it stops where that trial stops (row 21,
+seed 0: 623,508 sequences). Every ``--every`` sequences it prints one JSON line:
+the 2000 training sequences that ST3 reads, split by target band (wrong / in the
+band, mean signed error), and with ``--weights`` the weights that decide whether
+the markers are learned and the cells' end states on 200 fixed sequences, from a
+plain NumPy forward of the 1997 cell (``predict`` is checked against it).
+``benchmarks/PAPER.md`` ("Where the sequences go differs with T") reports what
+it measured.
+
+Usage::
+
+    python benchmarks/exp4_probe.py --row 21 --seed 0 --every 10000
+    python benchmarks/exp4_probe.py --row 22 --seed 0 --every 100000 --weights
+    python benchmarks/exp4_probe.py --row 22 --seed 0 --every 50000 \\
+        --net '{"input_gate_bias": [-3, -4.5]}' --until 900000
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+# target bands: the ends (below 0.1, above 0.9) are where squared error lags
+BAND_EDGES = (0.0, 0.1, 0.2, 0.3, 0.7, 0.8, 0.9, 1.0)
+N_PROBE = 200
+
+
+def load_paper():
+    """``benchmarks/paper.py`` as the module ``paper_benchmark``."""
+    if "paper_benchmark" in sys.modules:
+        return sys.modules["paper_benchmark"]
+    path = Path(__file__).with_name("paper.py")
+    spec = importlib.util.spec_from_file_location("paper_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["paper_benchmark"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def forward_1997(weights, X, block_size, marker_column=1):
+    """Plain NumPy forward of a one-layer ``cell="lstm1997"`` network with the
+    Appendix's squashing (g in [-2, 2], h in [-1, 1]) and a logistic output that
+    sees the cells only.
+
+    Parameters
+    ----------
+    weights : dict
+        ``get_weights(layout="native")`` of the fitted estimator.
+    X : sequence of ndarray of shape (T_i, n_inputs)
+    block_size : int
+    marker_column : int
+        The input that marks the steps whose gate opening is reported.
+
+    Returns
+    -------
+    ends : ndarray of shape (n, H)
+        Each cell's state after the last step.
+    out : ndarray of shape (n,)
+        The output at the last step.
+    gate_marked, gate_other : ndarray of shape (n, n_blocks)
+        Each block's mean input-gate activation at marked (input 1.0) and at the
+        other steps.
+    """
+    W_in, W_rec, b = (weights["weight_ih_l0"], weights["weight_hh_l0"],
+                      weights["bias_ih_l0"])
+    w_out, b_out = weights["head.weight"][0], weights["head.bias"][0]
+    H = w_out.shape[0]
+    n_blocks = H // block_size
+    if W_in.shape[0] != H + 2 * n_blocks:
+        raise ValueError(f"weights do not fit {H} cells in blocks of {block_size}")
+    ends, out = np.empty((len(X), H)), np.empty(len(X))
+    gate_marked = np.full((len(X), n_blocks), np.nan)
+    gate_other = np.full((len(X), n_blocks), np.nan)
+    for i, x in enumerate(X):
+        x = np.asarray(x, dtype=np.float64)
+        r, s = np.zeros(W_rec.shape[1]), np.zeros(H)
+        y_in_all = np.empty((len(x), n_blocks))
+        for t in range(len(x)):
+            z = W_in @ x[t] + W_rec @ r + b
+            g = 2.0 * np.tanh(z[:H] / 2.0)
+            y_in = _sigmoid(z[H:H + n_blocks])
+            y_out = _sigmoid(z[H + n_blocks:])
+            s = s + np.repeat(y_in, block_size) * g
+            y_c = np.repeat(y_out, block_size) * np.tanh(s / 2.0)
+            r = np.concatenate([y_c, y_in, y_out])
+            y_in_all[t] = y_in
+        marked = x[:, marker_column] == 1.0
+        ends[i], out[i] = s, _sigmoid(w_out @ y_c + b_out)
+        if marked.any():
+            gate_marked[i] = y_in_all[marked].mean(axis=0)
+        if (~marked).any():
+            gate_other[i] = y_in_all[~marked].mean(axis=0)
+    return ends, out, gate_marked, gate_other
+
+
+def band_summary(y, pred, ok):
+    """``{band: "wrong/in band, mean signed error"}`` over the target bands."""
+    band = np.clip(np.digitize(y, BAND_EDGES[1:-1]), 0, len(BAND_EDGES) - 2)
+    out = {}
+    for k in range(len(BAND_EDGES) - 1):
+        m = band == k
+        bias = float(np.mean(pred[m] - y[m])) if m.any() else 0.0
+        out[f"{BAND_EDGES[k]:.1f}-{BAND_EDGES[k + 1]:.1f}"] = (
+            f"{int((~ok[m]).sum())}/{int(m.sum())} {bias:+.3f}")
+    return out
+
+
+def weight_summary(model, probe_X, probe_target):
+    """What the markers' learning shows in: input-gate biases and weights from
+    the marker, the cells' weights from the value input, the output weights, and
+    the cells' end states on the probe sequences (spread, correlation with the
+    target)."""
+    weights = model.get_weights(layout="native")
+    block_size = model.block_size
+    ends, out, gate_marked, gate_other = forward_1997(weights, probe_X, block_size)
+    mismatch = float(np.max(np.abs(
+        out - np.asarray(model.predict(probe_X), dtype=np.float64).reshape(-1))))
+    if mismatch > 1e-8:
+        raise RuntimeError(f"the NumPy forward differs from predict by {mismatch}")
+    W_in, b = weights["weight_ih_l0"], weights["bias_ih_l0"]
+    H = ends.shape[1]
+    n_blocks = H // block_size
+    gates = slice(H, H + n_blocks)
+    corr = [float(np.corrcoef(ends[:, k], probe_target)[0, 1]) for k in range(H)]
+    return {
+        "gate_bias": np.round(b[gates], 2).tolist(),
+        "gate_w_marker": np.round(W_in[gates, 1], 2).tolist(),
+        "gate_marked": np.round(np.nanmean(gate_marked, axis=0), 3).tolist(),
+        "gate_other": np.round(np.nanmean(gate_other, axis=0), 3).tolist(),
+        "cell_w_value": np.round(W_in[:H, 0], 2).tolist(),
+        "out_w": np.round(weights["head.weight"][0], 2).tolist(),
+        "end_state_std": np.round(ends.std(axis=0), 2).tolist(),
+        "end_state_corr": np.round(corr, 2).tolist(),
+    }
+
+
+def replay(row, seed, every, until=None, net=None, weights=False, emit=print):
+    """Replay ``paper.py``'s trial of ``--full`` row ``row`` with ``seed``;
+    returns the sequences seen when it stopped (or when ``until`` was reached)."""
+    paper = load_paper()
+    spec = paper._specs(True)[row]
+    if spec.task not in ("adding", "multiplication") or spec.check != "chunk":
+        raise ValueError(f"row {row} is not an Exp. 4 / 5 row judged by chunk")
+    if spec.net.get("squashing", "appendix") != "appendix":
+        raise ValueError(f"row {row}: only the Appendix's squashing is probed")
+    if net:
+        spec = replace(spec, net={**spec.net, **net})
+    until = spec.budget if until is None else until
+    rng = np.random.default_rng(seed)
+    model = paper._estimator(spec, "paper", seed)
+    if weights and model.output_activation != "sigmoid":
+        raise ValueError(f"row {row}: --weights reads a logistic output only")
+    threshold = paper._abs_threshold(spec)
+    chunk = paper._chunk_size(spec)
+    X0, Y0, _ = paper._make(spec, rng, 8)
+    probe_X, probe_Y, _ = paper._make(spec, np.random.default_rng(12345), N_PROBE)
+    probe_target = np.asarray(probe_Y, dtype=np.float64).reshape(-1)
+    window = 10_000 if spec.stop == "successive" else 2000
+    recent_ok, recent_e = np.zeros(0, bool), np.zeros(0)
+    recent_y, recent_pred = np.zeros(0), np.zeros(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.partial_fit(X0, Y0)
+        seen = 8
+        # the trial draws its check set here (unused by these rows' rule): so
+        # does the replay, to keep the same stream
+        if chunk == paper.CHUNK and spec.check_set == "fixed":
+            paper._make(spec, rng, 256)
+        next_report = every
+        while seen < until:
+            X, Y, _ = paper._make(spec, rng, chunk)
+            pred = np.asarray(model.predict(X), dtype=np.float64).reshape(len(Y), -1)
+            err, E = paper._seq_errors(pred, Y)
+            y = np.asarray(Y, dtype=np.float64).reshape(-1)
+            recent_ok = np.concatenate([recent_ok, (err < threshold).all(axis=1)])[-window:]
+            recent_e = np.concatenate([recent_e, E])[-window:]
+            recent_y = np.concatenate([recent_y, y])[-window:]
+            recent_pred = np.concatenate([recent_pred, pred[:, 0]])[-window:]
+            model.partial_fit(X, Y)
+            seen += chunk
+            stopped = (len(recent_ok) == window and paper._window_rule(
+                spec, int((~recent_ok).sum()), recent_e.mean()))
+            if seen >= next_report or stopped or seen >= until:
+                next_report += every
+                line = {"seen": seen, "wrong": int((~recent_ok).sum()),
+                        "mean_E": round(float(recent_e.mean()), 6)}
+                line.update(band_summary(recent_y, recent_pred, recent_ok))
+                if weights:
+                    line.update(weight_summary(model, probe_X, probe_target))
+                emit(json.dumps(line))
+            if stopped:
+                emit(f"stopped after {seen} sequences")
+                break
+    return seen
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--row", type=int, required=True,
+                        help="a --full row of Exp. 4 or 5 (paper.py --full --list)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--every", type=int, default=50_000,
+                        help="sequences between reports")
+    parser.add_argument("--until", type=int, default=None,
+                        help="stop after this many sequences (default: the row's budget)")
+    parser.add_argument("--net", type=json.loads, default=None,
+                        help='network settings to override, as JSON: '
+                             '\'{"input_gate_bias": [-3, -4.5]}\'')
+    parser.add_argument("--weights", action="store_true",
+                        help="also report weights and the cells' end states")
+    args = parser.parse_args(argv)
+    if args.every < 1:
+        parser.error("--every must be at least 1")
+    replay(args.row, args.seed, args.every, args.until, args.net, args.weights,
+           emit=lambda s: print(s, flush=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""``benchmarks/exp4_probe.py``: its NumPy forward, target bands and replay."""
+
+import importlib.util
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location(
+        "exp4_probe", os.path.join(_DIR, "exp4_probe.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    had_paper = "paper_benchmark" in sys.modules
+    yield module
+    if not had_paper:
+        sys.modules.pop("paper_benchmark", None)
+
+
+def _fitted(probe, row, T=20, seed=3):
+    from lstmforecast import tasks
+
+    paper = probe.load_paper()
+    spec = paper._specs(True)[row]
+    model = paper._estimator(spec, "paper", seed)
+    data = tasks.adding(16, np.random.default_rng(seed), T=T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.partial_fit(data.X, data.y)
+    return model, data
+
+
+def test_numpy_forward_matches_predict(probe):
+    model, data = _fitted(probe, 21)
+    weights = model.get_weights(layout="native")
+    X = data.X[:6]
+    ends, out, gate_marked, gate_other = probe.forward_1997(weights, X, 2)
+    np.testing.assert_allclose(out, np.asarray(model.predict(X)).reshape(-1),
+                               rtol=0, atol=1e-12)
+    assert ends.shape == (6, 4) and gate_marked.shape == gate_other.shape == (6, 2)
+    # each gate is a logistic: strictly between 0 and 1 wherever it was seen
+    assert np.all((gate_other > 0) & (gate_other < 1))
+    # the wrong block size does not fit the weights
+    with pytest.raises(ValueError, match="blocks of 1"):
+        probe.forward_1997(weights, X, 1)
+
+
+def test_band_summary_counts_wrong_and_bias_per_band(probe):
+    y = np.array([0.05, 0.5, 0.5, 0.95])
+    pred = np.array([0.1, 0.52, 0.5, 0.9])
+    ok = np.array([False, True, True, False])
+    bands = probe.band_summary(y, pred, ok)
+    assert bands["0.0-0.1"] == "1/1 +0.050"
+    assert bands["0.3-0.7"] == "0/2 +0.010"
+    assert bands["0.9-1.0"] == "1/1 -0.050"
+    assert bands["0.1-0.2"] == "0/0 +0.000"
+    assert len(bands) == len(probe.BAND_EDGES) - 1
+
+
+def test_replay_reports_the_window_by_band(probe):
+    lines = []
+    seen = probe.replay(21, 0, every=1000, until=3008, weights=True,
+                        emit=lines.append)
+    assert seen == 3008
+    reports = [json.loads(line) for line in lines]
+    assert [r["seen"] for r in reports] == [1008, 2008, 3008]
+    for r in reports:
+        counts = [v.split()[0].split("/") for k, v in r.items() if "-" in k
+                  and k[0].isdigit()]
+        assert sum(int(n) for _, n in counts) == min(2000, r["seen"] - 8)
+        assert sum(int(w) for w, _ in counts) == r["wrong"]
+        assert r["gate_bias"][1] == pytest.approx(-6.0, abs=0.05)
+        assert len(r["cell_w_value"]) == len(r["out_w"]) == 4
+
+
+def test_replay_rejects_rows_it_cannot_follow(probe):
+    paper = probe.load_paper()
+    full = paper._specs(True)
+    reber = next(i for i, s in enumerate(full) if s.task == "reber")
+    with pytest.raises(ValueError, match="not an Exp. 4 / 5 row"):
+        probe.replay(reber, 0, every=1000, until=10)
+    linear = next(i for i, s in enumerate(full) if s.exp == "4"
+                  and s.net.get("output_activation") == "identity")
+    with pytest.raises(ValueError, match="logistic output"):
+        probe.replay(linear, 0, every=1000, until=10, weights=True)
+
+
+def test_every_must_be_positive(probe, capsys):
+    with pytest.raises(SystemExit):
+        probe.main(["--row", "21", "--every", "0"])
+    assert "--every" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_replay_stops_where_the_trial_stops(probe):
+    paper = probe.load_paper()
+    spec = paper._specs(True)[21]
+    trial = paper._trial(spec, "paper", 0, 3600)
+    assert trial["success"]
+    assert probe.replay(21, 0, every=10**9, emit=lambda line: None) == trial["sequences"]
