@@ -1,8 +1,8 @@
 """Follow one trial of Exp. 4 (adding) or Exp. 5 (multiplication) as it trains.
 
-Replays ``paper.py``'s trial of one ``--full`` row and seed: the same random
-stream, chunks and stopping rule, so it stops where that trial stops (row 21,
-seed 0: 623,508 sequences). Every ``--every`` sequences it prints one JSON line:
+Runs ``paper.py``'s trial of one ``--full`` row and seed through the trial's
+per-chunk hook, so it stops where that trial stops (row 21, seed 0: 623,508
+sequences). Every ``--every`` sequences it prints one JSON line:
 the 2000 training sequences that ST3 reads, split by target band (wrong / in the
 band, mean signed error), and with ``--weights`` the weights that decide whether
 the markers are learned and the cells' end states on 200 fixed sequences, from a
@@ -24,7 +24,6 @@ import argparse
 import importlib.util
 import json
 import sys
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -149,8 +148,9 @@ def weight_summary(model, probe_X, probe_target):
 
 
 def replay(row, seed, every, until=None, net=None, weights=False, emit=print):
-    """Replay ``paper.py``'s trial of ``--full`` row ``row`` with ``seed``;
-    returns the sequences seen when it stopped (or when ``until`` was reached)."""
+    """Follow ``paper.py``'s trial of ``--full`` row ``row`` with ``seed`` (it runs
+    the trial itself, through its per-chunk hook); returns the sequences seen when
+    it stopped (or when ``until`` was reached)."""
     paper = load_paper()
     spec = paper._specs(True)[row]
     if spec.task not in ("adding", "multiplication") or spec.check != "chunk":
@@ -159,53 +159,36 @@ def replay(row, seed, every, until=None, net=None, weights=False, emit=print):
         raise ValueError(f"row {row}: only the Appendix's squashing is probed")
     if net:
         spec = replace(spec, net={**spec.net, **net})
-    until = spec.budget if until is None else until
-    rng = np.random.default_rng(seed)
-    model = paper._estimator(spec, "paper", seed)
-    if weights and model.output_activation != "sigmoid":
+    if (weights and paper._estimator(spec, "paper", seed).output_activation
+            != "sigmoid"):
         raise ValueError(f"row {row}: --weights reads a logistic output only")
-    threshold = paper._abs_threshold(spec)
-    chunk = paper._chunk_size(spec)
-    X0, Y0, _ = paper._make(spec, rng, 8)
+    until = spec.budget if until is None else until
     probe_X, probe_Y, _ = paper._make(spec, np.random.default_rng(12345), N_PROBE)
     probe_target = np.asarray(probe_Y, dtype=np.float64).reshape(-1)
     window = 10_000 if spec.stop == "successive" else 2000
-    recent_ok, recent_e = np.zeros(0, bool), np.zeros(0)
-    recent_y, recent_pred = np.zeros(0), np.zeros(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.partial_fit(X0, Y0)
-        seen = 8
-        # the trial draws its check set here (unused by these rows' rule): so
-        # does the replay, to keep the same stream
-        if chunk == paper.CHUNK and spec.check_set == "fixed":
-            paper._make(spec, rng, 256)
-        next_report = every
-        while seen < until:
-            X, Y, _ = paper._make(spec, rng, chunk)
-            pred = np.asarray(model.predict(X), dtype=np.float64).reshape(len(Y), -1)
-            err, E = paper._seq_errors(pred, Y)
-            y = np.asarray(Y, dtype=np.float64).reshape(-1)
-            recent_ok = np.concatenate([recent_ok, (err < threshold).all(axis=1)])[-window:]
-            recent_e = np.concatenate([recent_e, E])[-window:]
-            recent_y = np.concatenate([recent_y, y])[-window:]
-            recent_pred = np.concatenate([recent_pred, pred[:, 0]])[-window:]
-            model.partial_fit(X, Y)
-            seen += chunk
-            stopped = (len(recent_ok) == window and paper._window_rule(
-                spec, int((~recent_ok).sum()), recent_e.mean()))
-            if seen >= next_report or stopped or seen >= until:
-                next_report += every
-                line = {"seen": seen, "wrong": int((~recent_ok).sum()),
-                        "mean_E": round(float(recent_e.mean()), 6)}
-                line.update(band_summary(recent_y, recent_pred, recent_ok))
-                if weights:
-                    line.update(weight_summary(model, probe_X, probe_target))
-                emit(json.dumps(line))
-            if stopped:
-                emit(f"stopped after {seen} sequences")
-                break
-    return seen
+    recent = {"ok": np.zeros(0, bool), "e": np.zeros(0), "y": np.zeros(0),
+              "pred": np.zeros(0)}
+    next_report = [every]
+
+    def on_chunk(seen, model, Y, pred, ok, E, stopped):
+        y = np.asarray(Y, dtype=np.float64).reshape(-1)
+        pred = np.asarray(pred, dtype=np.float64).reshape(len(Y), -1)[:, 0]
+        for key, new in (("ok", ok), ("e", E), ("y", y), ("pred", pred)):
+            recent[key] = np.concatenate([recent[key], new])[-window:]
+        if seen >= next_report[0] or stopped or seen >= until:
+            next_report[0] += every
+            line = {"seen": seen, "wrong": int((~recent["ok"]).sum()),
+                    "mean_E": round(float(recent["e"].mean()), 6)}
+            line.update(band_summary(recent["y"], recent["pred"], recent["ok"]))
+            if weights:
+                line.update(weight_summary(model, probe_X, probe_target))
+            emit(json.dumps(line))
+        if stopped:
+            emit(f"stopped after {seen} sequences")
+        return seen >= until
+
+    out = paper._trial_online(spec, "paper", seed, float("inf"), on_chunk=on_chunk)
+    return out["sequences"]
 
 
 def main(argv=None):

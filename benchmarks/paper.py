@@ -603,7 +603,17 @@ def _trial_exp2(spec, recipe, seed, deadline):
                 sequences=seen, wrong=int((~recent_ok).sum()), n_test=len(recent_ok))
 
 
-def _trial_online(spec, recipe, seed, deadline):
+def _trial_online(spec, recipe, seed, deadline, on_chunk=None):
+    """One trial of Exps. 3-6: train on fresh chunks until the row's stopping rule
+    holds, the budget of sequences is spent or ``deadline`` passes, then count the
+    wrong sequences of a fresh test set.
+
+    ``on_chunk``, for rows judged by a window of chunks, is called after each
+    chunk's update as ``on_chunk(seen, model, Y, pred, ok, E, stopped)``, with the
+    chunk's targets, its predictions from the weights before the update, whether
+    each sequence was right, its E, and whether the rule now holds; a true return
+    ends the trial there. It lets ``exp4_probe.py`` follow a trial as it runs.
+    """
     rng = np.random.default_rng(seed)
     model = _estimator(spec, recipe, seed)
     thr = _abs_threshold(spec)
@@ -638,9 +648,10 @@ def _trial_online(spec, recipe, seed, deadline):
                     break
                 continue
             if by_window:  # judged by the weights from before the chunk
-                err, E = _seq_errors(model.predict(X), Y)
-                recent_ok = np.concatenate([recent_ok,
-                                            (err < thr).all(axis=1)])[-window:]
+                pred = model.predict(X)
+                err, E = _seq_errors(pred, Y)
+                ok = (err < thr).all(axis=1)
+                recent_ok = np.concatenate([recent_ok, ok])[-window:]
                 recent_e = np.concatenate([recent_e, E])[-window:]
             model.partial_fit(X, Y)
             seen += chunk
@@ -650,6 +661,9 @@ def _trial_online(spec, recipe, seed, deadline):
                 stopped = _st_exp3(spec, model, check_X, check_Y, check_clean)
             elif len(recent_ok) == window:
                 stopped = _window_rule(spec, int((~recent_ok).sum()), recent_e.mean())
+            if (by_window and on_chunk is not None
+                    and on_chunk(seen, model, Y, pred, ok, E, stopped)):
+                break
             if stopped:
                 break
     n_test = 2560 if spec.task != "2c" else 2000
