@@ -7,6 +7,10 @@ the 2000 training sequences that ST3 reads, split by target band (wrong / in the
 band, mean signed error), and with ``--weights`` the weights that decide whether
 the markers are learned and the cells' end states on 200 fixed sequences, from a
 plain NumPy forward of the 1997 cell (``predict`` is checked against it).
+Its last line says where the search ended: the first full window with fewer
+than half its sequences wrong, and the block whose input gate then had the
+largest weight from the marker. ``--T`` and ``--lr`` change the row's lag and
+rate, ``--stop-below`` ends the run once the window holds fewer wrong than that.
 ``benchmarks/PAPER.md`` ("Where the sequences go differs with T") reports what
 it measured.
 
@@ -16,6 +20,8 @@ Usage::
     python benchmarks/exp4_probe.py --row 22 --seed 0 --every 100000 --weights
     python benchmarks/exp4_probe.py --row 22 --seed 0 --every 50000 \\
         --net '{"input_gate_bias": [-3, -4.5]}' --until 900000
+    python benchmarks/exp4_probe.py --row 21 --T 400 --seed 0 --every 1000000 \
+        --stop-below 300
 """
 
 from __future__ import annotations
@@ -147,10 +153,12 @@ def weight_summary(model, probe_X, probe_target):
     }
 
 
-def replay(row, seed, every, until=None, net=None, weights=False, emit=print):
+def replay(row, seed, every, until=None, net=None, weights=False, emit=print,
+           T=None, lr=None, stop_below=None):
     """Follow ``paper.py``'s trial of ``--full`` row ``row`` with ``seed`` (it runs
     the trial itself, through its per-chunk hook); returns the sequences seen when
-    it stopped (or when ``until`` was reached)."""
+    it stopped (or when ``until`` was reached, or the window first held fewer than
+    ``stop_below`` wrong). ``T`` and ``lr`` replace the row's lag and rate."""
     paper = load_paper()
     spec = paper._specs(True)[row]
     if spec.task not in ("adding", "multiplication") or spec.check != "chunk":
@@ -159,6 +167,10 @@ def replay(row, seed, every, until=None, net=None, weights=False, emit=print):
         raise ValueError(f"row {row}: only the Appendix's squashing is probed")
     if net:
         spec = replace(spec, net={**spec.net, **net})
+    if T is not None:
+        spec = replace(spec, kwargs={**spec.kwargs, "T": T})
+    if lr is not None:
+        spec = replace(spec, lr=lr)
     if (weights and paper._estimator(spec, "paper", seed).output_activation
             != "sigmoid"):
         raise ValueError(f"row {row}: --weights reads a logistic output only")
@@ -169,13 +181,21 @@ def replay(row, seed, every, until=None, net=None, weights=False, emit=print):
     recent = {"ok": np.zeros(0, bool), "e": np.zeros(0), "y": np.zeros(0),
               "pred": np.zeros(0)}
     next_report = [every]
+    search = {"search_end": None, "block": None}
 
     def on_chunk(seen, model, Y, pred, ok, E, stopped):
         y = np.asarray(Y, dtype=np.float64).reshape(-1)
         pred = np.asarray(pred, dtype=np.float64).reshape(len(Y), -1)[:, 0]
         for key, new in (("ok", ok), ("e", E), ("y", y), ("pred", pred)):
             recent[key] = np.concatenate([recent[key], new])[-window:]
-        if seen >= next_report[0] or stopped or seen >= until:
+        full = len(recent["ok"]) == window
+        n_wrong = int((~recent["ok"]).sum())
+        if full and search["search_end"] is None and 2 * n_wrong < window:
+            search["search_end"] = seen
+            search["block"] = learned_block(model)
+        end = seen >= until or (stop_below is not None and full
+                                and n_wrong < stop_below)
+        if seen >= next_report[0] or stopped or end:
             next_report[0] += every
             line = {"seen": seen, "wrong": int((~recent["ok"]).sum()),
                     "mean_E": round(float(recent["e"].mean()), 6)}
@@ -185,10 +205,22 @@ def replay(row, seed, every, until=None, net=None, weights=False, emit=print):
             emit(json.dumps(line))
         if stopped:
             emit(f"stopped after {seen} sequences")
-        return seen >= until
+        return end
 
     out = paper._trial_online(spec, "paper", seed, float("inf"), on_chunk=on_chunk)
+    emit(json.dumps({"T": spec.kwargs["T"], "lr": spec.lr, "seed": seed,
+                     **search, "seen": out["sequences"]}))
     return out["sequences"]
+
+
+def learned_block(model):
+    """The block (from 1) whose input gate has the largest weight from the
+    marker input, in absolute value."""
+    weights = model.get_weights(layout="native")
+    H = weights["head.weight"].shape[1]
+    n_blocks = H // model.block_size
+    marker = weights["weight_ih_l0"][H:H + n_blocks, 1]
+    return int(np.argmax(np.abs(marker))) + 1
 
 
 def main(argv=None):
@@ -205,11 +237,20 @@ def main(argv=None):
                              '\'{"input_gate_bias": [-3, -4.5]}\'')
     parser.add_argument("--weights", action="store_true",
                         help="also report weights and the cells' end states")
+    parser.add_argument("--T", type=int, default=None,
+                        help="the minimal sequence length (default: the row's)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="the learning rate (default: the row's)")
+    parser.add_argument("--stop-below", type=int, default=None,
+                        help="stop once the window holds fewer wrong than this")
     args = parser.parse_args(argv)
     if args.every < 1:
         parser.error("--every must be at least 1")
+    if args.lr is not None and not (np.isfinite(args.lr) and args.lr > 0):
+        parser.error("--lr must be a positive number")
     replay(args.row, args.seed, args.every, args.until, args.net, args.weights,
-           emit=lambda s: print(s, flush=True))
+           emit=lambda s: print(s, flush=True), T=args.T, lr=args.lr,
+           stop_below=args.stop_below)
 
 
 if __name__ == "__main__":

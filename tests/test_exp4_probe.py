@@ -69,6 +69,10 @@ def test_replay_reports_the_window_by_band(probe):
     seen = probe.replay(21, 0, every=1000, until=3008, weights=True,
                         emit=lines.append)
     assert seen == 3008
+    # nothing is learned in 3008 sequences: the search has not ended
+    assert json.loads(lines.pop()) == {"T": 100, "lr": 0.5, "seed": 0,
+                                       "search_end": None, "block": None,
+                                       "seen": 3008}
     reports = [json.loads(line) for line in lines]
     assert [r["seen"] for r in reports] == [1008, 2008, 3008]
     for r in reports:
@@ -78,6 +82,31 @@ def test_replay_reports_the_window_by_band(probe):
         assert sum(int(w) for w, _ in counts) == r["wrong"]
         assert r["gate_bias"][1] == pytest.approx(-6.0, abs=0.05)
         assert len(r["cell_w_value"]) == len(r["out_w"]) == 4
+
+
+def test_replay_says_where_the_search_ended(probe):
+    # at T = 20 the first block learns the markers within about 20,000 sequences
+    lines = []
+    seen = probe.replay(21, 0, every=10**9, emit=lines.append, T=20,
+                        stop_below=300)
+    summary = json.loads(lines[-1])
+    last = json.loads(lines[-2])
+    assert summary["T"] == 20 and summary["seen"] == seen == last["seen"]
+    assert summary["block"] == 1
+    assert 2008 < summary["search_end"] < seen < 200_000
+    assert last["wrong"] < 300
+    # the run ended at the first window below 300 wrong: one chunk before, it was not
+    earlier = []
+    probe.replay(21, 0, every=500, until=seen - 500, emit=earlier.append, T=20)
+    assert json.loads(earlier[-2])["wrong"] >= 300
+
+
+def test_replay_takes_the_rate(probe):
+    lines = []
+    probe.replay(21, 0, every=10**9, until=1008, emit=lines.append, T=20, lr=0.25)
+    assert json.loads(lines[-1])["lr"] == 0.25
+    with pytest.raises(ValueError, match="T must be"):
+        probe.replay(21, 0, every=10**9, until=1008, T=5)
 
 
 def test_replay_rejects_rows_it_cannot_follow(probe):
@@ -96,6 +125,9 @@ def test_every_must_be_positive(probe, capsys):
     with pytest.raises(SystemExit):
         probe.main(["--row", "21", "--every", "0"])
     assert "--every" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        probe.main(["--row", "21", "--lr", "nan"])
+    assert "--lr" in capsys.readouterr().err
 
 
 @pytest.mark.slow
