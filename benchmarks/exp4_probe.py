@@ -20,7 +20,7 @@ Usage::
     python benchmarks/exp4_probe.py --row 22 --seed 0 --every 100000 --weights
     python benchmarks/exp4_probe.py --row 22 --seed 0 --every 50000 \\
         --net '{"input_gate_bias": [-3, -4.5]}' --until 900000
-    python benchmarks/exp4_probe.py --row 21 --T 400 --seed 0 --every 1000000 \
+    python benchmarks/exp4_probe.py --row 21 --T 400 --seed 0 --every 1000000 \\
         --stop-below 300
 """
 
@@ -197,7 +197,7 @@ def replay(row, seed, every, until=None, net=None, weights=False, emit=print,
                                 and n_wrong < stop_below)
         if seen >= next_report[0] or stopped or end:
             next_report[0] += every
-            line = {"seen": seen, "wrong": int((~recent["ok"]).sum()),
+            line = {"seen": seen, "wrong": n_wrong,
                     "mean_E": round(float(recent["e"].mean()), 6)}
             line.update(band_summary(recent["y"], recent["pred"], recent["ok"]))
             if weights:

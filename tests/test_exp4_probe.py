@@ -102,9 +102,14 @@ def test_replay_says_where_the_search_ended(probe):
 
 
 def test_replay_takes_the_rate(probe):
-    lines = []
-    probe.replay(21, 0, every=10**9, until=1008, emit=lines.append, T=20, lr=0.25)
-    assert json.loads(lines[-1])["lr"] == 0.25
+    runs = {}
+    for lr in (0.25, 0.5):
+        lines = []
+        probe.replay(21, 0, every=1008, until=1008, emit=lines.append, T=20, lr=lr)
+        assert json.loads(lines[-1])["lr"] == lr
+        runs[lr] = json.loads(lines[-2])["mean_E"]
+    # the same sequences, judged by weights trained at another rate
+    assert runs[0.25] != runs[0.5]
     with pytest.raises(ValueError, match="T must be"):
         probe.replay(21, 0, every=10**9, until=1008, T=5)
 
