@@ -177,7 +177,7 @@ def replay(row, seed, every, until=None, net=None, weights=False, emit=print,
     until = spec.budget if until is None else until
     probe_X, probe_Y, _ = paper._make(spec, np.random.default_rng(12345), N_PROBE)
     probe_target = np.asarray(probe_Y, dtype=np.float64).reshape(-1)
-    window = 10_000 if spec.stop == "successive" else 2000
+    window = paper._window_size(spec)
     recent = {"ok": np.zeros(0, bool), "e": np.zeros(0), "y": np.zeros(0),
               "pred": np.zeros(0)}
     next_report = [every]

@@ -623,7 +623,7 @@ def _trial_online(spec, recipe, seed, deadline, on_chunk=None):
         warnings.simplefilter("ignore")
         model.partial_fit(X0, Y0)  # first call: builds the network
     seen = 8
-    window = 10_000 if spec.stop == "successive" else 2000
+    window = _window_size(spec)
     recent_ok = np.zeros(0, dtype=bool)
     recent_e = np.zeros(0)
     judged = _Window(window) if spec.check == "sequence" else None
@@ -676,6 +676,11 @@ def _trial_online(spec, recipe, seed, deadline, on_chunk=None):
         squared.append(E)
     return dict(success=bool(stopped), sequences=seen, wrong=wrong, n_test=n_test,
                 test_mse=float(np.concatenate(squared).mean()))
+
+
+def _window_size(spec):
+    """How many of the latest training sequences the row's stopping rule reads."""
+    return 10_000 if spec.stop == "successive" else 2000
 
 
 class _Window:
