@@ -11,6 +11,10 @@ Its last line says where the search ended: the first full window with fewer
 than half its sequences wrong, and the block whose input gate then had the
 largest weight from the marker. ``--T`` and ``--lr`` change the row's lag and
 rate, ``--stop-below`` ends the run once the window holds fewer wrong than that.
+``--step-spread N`` also reports, for the cells' weights from the value input,
+the mean and the standard deviation of the update that one sequence makes
+(``partial_fit`` on each of N fixed sequences alone, from the current weights, on
+a copy of the network): the drift of those weights against its noise.
 ``benchmarks/PAPER.md`` ("Where the sequences go differs with T") reports what
 it measured.
 
@@ -22,14 +26,18 @@ Usage::
         --net '{"input_gate_bias": [-3, -4.5]}' --until 900000
     python benchmarks/exp4_probe.py --row 21 --T 400 --seed 0 --every 1000000 \\
         --stop-below 300
+    python benchmarks/exp4_probe.py --row 21 --T 400 --seed 0 --every 50000 \\
+        --weights --step-spread 1000 --stop-below 300
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -153,12 +161,33 @@ def weight_summary(model, probe_X, probe_target):
     }
 
 
+def step_spread(model, X, Y):
+    """The update one sequence makes to each cell's weight from the value input
+    (input 0): its mean and standard deviation over the sequences ``X``, each
+    trained on alone from ``model``'s current weights. Runs on a copy: ``model``
+    is left as it is."""
+    trial = copy.deepcopy(model)
+    start = model.get_weights(layout="native")
+    H = start["head.weight"].shape[1]
+    steps = np.empty((len(X), H))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(len(X)):
+            trial.set_weights(start, layout="native")
+            trial.partial_fit(X[i:i + 1], Y[i:i + 1])
+            steps[i] = (trial.get_weights(layout="native")["weight_ih_l0"][:H, 0]
+                        - start["weight_ih_l0"][:H, 0])
+    return {"cell_step_mean": [float(f"{v:.3g}") for v in steps.mean(axis=0)],
+            "cell_step_sd": [float(f"{v:.3g}") for v in steps.std(axis=0, ddof=1)]}
+
+
 def replay(row, seed, every, until=None, net=None, weights=False, emit=print,
-           T=None, lr=None, stop_below=None):
+           T=None, lr=None, stop_below=None, spread=None):
     """Follow ``paper.py``'s trial of ``--full`` row ``row`` with ``seed`` (it runs
     the trial itself, through its per-chunk hook); returns the sequences seen when
     it stopped (or when ``until`` was reached, or the window first held fewer than
-    ``stop_below`` wrong). ``T`` and ``lr`` replace the row's lag and rate."""
+    ``stop_below`` wrong). ``T`` and ``lr`` replace the row's lag and rate;
+    ``spread`` (a number of sequences) adds :func:`step_spread` to each report."""
     paper = load_paper()
     spec = paper._specs(True)[row]
     if spec.task not in ("adding", "multiplication") or spec.check != "chunk":
@@ -177,6 +206,8 @@ def replay(row, seed, every, until=None, net=None, weights=False, emit=print,
     until = spec.budget if until is None else until
     probe_X, probe_Y, _ = paper._make(spec, np.random.default_rng(12345), N_PROBE)
     probe_target = np.asarray(probe_Y, dtype=np.float64).reshape(-1)
+    if spread:
+        spread_X, spread_Y, _ = paper._make(spec, np.random.default_rng(54321), spread)
     window = paper._window_size(spec)
     recent = {"ok": np.zeros(0, bool), "e": np.zeros(0), "y": np.zeros(0),
               "pred": np.zeros(0)}
@@ -202,6 +233,8 @@ def replay(row, seed, every, until=None, net=None, weights=False, emit=print,
             line.update(band_summary(recent["y"], recent["pred"], recent["ok"]))
             if weights:
                 line.update(weight_summary(model, probe_X, probe_target))
+            if spread:
+                line.update(step_spread(model, spread_X, spread_Y))
             emit(json.dumps(line))
         if stopped:
             emit(f"stopped after {seen} sequences")
@@ -243,14 +276,19 @@ def main(argv=None):
                         help="the learning rate (default: the row's)")
     parser.add_argument("--stop-below", type=int, default=None,
                         help="stop once the window holds fewer wrong than this")
+    parser.add_argument("--step-spread", type=int, default=None, metavar="N",
+                        help="also report the mean and spread of one sequence's "
+                             "update to the cells' value weights, over N sequences")
     args = parser.parse_args(argv)
     if args.every < 1:
         parser.error("--every must be at least 1")
     if args.lr is not None and not (np.isfinite(args.lr) and args.lr > 0):
         parser.error("--lr must be a positive number")
+    if args.step_spread is not None and args.step_spread < 2:
+        parser.error("--step-spread must be at least 2")
     replay(args.row, args.seed, args.every, args.until, args.net, args.weights,
            emit=lambda s: print(s, flush=True), T=args.T, lr=args.lr,
-           stop_below=args.stop_below)
+           stop_below=args.stop_below, spread=args.step_spread)
 
 
 if __name__ == "__main__":

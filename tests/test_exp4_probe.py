@@ -1,5 +1,6 @@
 """``benchmarks/exp4_probe.py``: its NumPy forward, target bands and replay."""
 
+import copy
 import importlib.util
 import json
 import os
@@ -126,6 +127,51 @@ def test_replay_rejects_rows_it_cannot_follow(probe):
         probe.replay(linear, 0, every=1000, until=10, weights=True)
 
 
+def test_step_spread_is_the_mean_and_spread_of_one_sequence_updates(probe):
+    model, data = _fitted(probe, 21)
+    before = model.get_weights(layout="native")
+    X, y = data.X, np.asarray(data.y)
+    # one sequence twice: no spread, and the mean is that sequence's own update
+    twice = probe.step_spread(model, [X[0], X[0]], y[[0, 0]])
+    single = copy.deepcopy(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single.partial_fit(X[:1], y[:1])
+    by_hand = (single.get_weights(layout="native")["weight_ih_l0"][:4, 0]
+               - before["weight_ih_l0"][:4, 0])
+    assert np.any(by_hand != 0)
+    np.testing.assert_allclose(twice["cell_step_mean"], by_hand, rtol=6e-3)  # 3 significant digits
+    assert twice["cell_step_sd"] == [0.0] * 4
+    # two different sequences: the mean of their own updates, and a spread
+    other = probe.step_spread(model, [X[1], X[1]], y[[1, 1]])["cell_step_mean"]
+    pair = probe.step_spread(model, X[:2], y[:2])
+    np.testing.assert_allclose(
+        pair["cell_step_mean"],
+        (np.array(twice["cell_step_mean"]) + np.array(other)) / 2, rtol=1.2e-2)
+    np.testing.assert_allclose(
+        pair["cell_step_sd"],
+        np.abs(np.array(twice["cell_step_mean"]) - np.array(other)) / np.sqrt(2),
+        rtol=1.2e-2)
+    # the network it was given is left as it was
+    after = model.get_weights(layout="native")
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name])
+
+
+def test_replay_reports_the_step_spread_without_changing_the_trial(probe):
+    plain, spread, reported = [], [], False
+    probe.replay(21, 0, every=1000, until=2008, emit=plain.append, T=20)
+    probe.replay(21, 0, every=1000, until=2008, emit=spread.append, T=20, spread=3)
+    for a, b in zip(plain, spread):
+        a, b = json.loads(a), json.loads(b)
+        if "cell_step_mean" in b:
+            assert len(b.pop("cell_step_mean")) == len(b.pop("cell_step_sd")) == 4
+            reported = True
+        # the trial itself is the same with the spread measured beside it
+        assert a == b
+    assert reported
+
+
 def test_every_must_be_positive(probe, capsys):
     with pytest.raises(SystemExit):
         probe.main(["--row", "21", "--every", "0"])
@@ -133,6 +179,9 @@ def test_every_must_be_positive(probe, capsys):
     with pytest.raises(SystemExit):
         probe.main(["--row", "21", "--lr", "nan"])
     assert "--lr" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        probe.main(["--row", "21", "--step-spread", "1"])
+    assert "--step-spread" in capsys.readouterr().err
 
 
 @pytest.mark.slow
