@@ -207,7 +207,8 @@ def replay(row, seed, every, until=None, net=None, weights=False, emit=print,
     probe_X, probe_Y, _ = paper._make(spec, np.random.default_rng(12345), N_PROBE)
     probe_target = np.asarray(probe_Y, dtype=np.float64).reshape(-1)
     if spread:
-        spread_X, spread_Y, _ = paper._make(spec, np.random.default_rng(54321), spread)
+        spread_X, spread_Y, _ = paper._make(spec, np.random.default_rng(54321),
+                                            spread)
     window = paper._window_size(spec)
     recent = {"ok": np.zeros(0, bool), "e": np.zeros(0), "y": np.zeros(0),
               "pred": np.zeros(0)}

@@ -140,7 +140,8 @@ def test_step_spread_is_the_mean_and_spread_of_one_sequence_updates(probe):
     by_hand = (single.get_weights(layout="native")["weight_ih_l0"][:4, 0]
                - before["weight_ih_l0"][:4, 0])
     assert np.any(by_hand != 0)
-    np.testing.assert_allclose(twice["cell_step_mean"], by_hand, rtol=6e-3)  # 3 significant digits
+    # (reported to 3 significant digits)
+    np.testing.assert_allclose(twice["cell_step_mean"], by_hand, rtol=6e-3)
     assert twice["cell_step_sd"] == [0.0] * 4
     # two different sequences: the mean of their own updates, and a spread
     other = probe.step_spread(model, [X[1], X[1]], y[[1, 1]])["cell_step_mean"]
@@ -162,6 +163,7 @@ def test_replay_reports_the_step_spread_without_changing_the_trial(probe):
     plain, spread, reported = [], [], False
     probe.replay(21, 0, every=1000, until=2008, emit=plain.append, T=20)
     probe.replay(21, 0, every=1000, until=2008, emit=spread.append, T=20, spread=3)
+    assert len(plain) == len(spread)
     for a, b in zip(plain, spread):
         a, b = json.loads(a), json.loads(b)
         if "cell_step_mean" in b:
