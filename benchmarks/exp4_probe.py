@@ -169,6 +169,7 @@ def step_spread(model, X, Y):
     trial = copy.deepcopy(model)
     start = model.get_weights(layout="native")
     H = start["head.weight"].shape[1]
+    start_value = start["weight_ih_l0"][:H, 0]
     steps = np.empty((len(X), H))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -176,7 +177,7 @@ def step_spread(model, X, Y):
             trial.set_weights(start, layout="native")
             trial.partial_fit(X[i:i + 1], Y[i:i + 1])
             steps[i] = (trial.get_weights(layout="native")["weight_ih_l0"][:H, 0]
-                        - start["weight_ih_l0"][:H, 0])
+                        - start_value)
     return {"cell_step_mean": [float(f"{v:.3g}") for v in steps.mean(axis=0)],
             "cell_step_sd": [float(f"{v:.3g}") for v in steps.std(axis=0, ddof=1)]}
 
