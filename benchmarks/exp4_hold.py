@@ -1,0 +1,170 @@
+"""Exp. 4 with the cells' bias channels held at their start values.
+
+Trains ``paper.py``'s network of one Exp. 4 ``--full`` row (default: row 21,
+squared error) on fresh sequences, judged as the trial judges them (each chunk
+predicted with the weights from before it trains; ST3 on the window of the
+latest 2000), but one sequence at a time, and after each sequence it puts back
+the start values of the weights that ``--hold`` names:
+
+* ``bias``: the cells' biases;
+* ``recurrent``: the cells' weights from the recurrent units (cell outputs and
+  gate activations);
+* ``both``: both;
+* ``none``: nothing (chunks train as in the trial; same sequences, same result).
+
+These are the inputs through which every step of a sequence adds about the
+same amount to a cell's state, so that one sequence's update to them moves the
+state by about T times as much as it moves per step. ``--release`` trains all
+weights again once the search has ended (the first full window with fewer than
+half its sequences wrong). Every ``--every`` sequences it prints a JSON line:
+the wrong in the window, each cell's weight from the value input and the output
+weights; the last line gives the search end, the sequences to ST3 (or the
+budget) and the wrong of 2560 test sequences.
+``benchmarks/PAPER.md`` ("What slows the search") reports what it measured.
+
+Usage::
+
+    python benchmarks/exp4_hold.py --T 400 --seed 0 --hold both --stop-at-search-end
+    python benchmarks/exp4_hold.py --T 1000 --seed 0 --hold both --release
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from exp4_probe import load_paper  # noqa: E402
+
+HOLDS = ("none", "bias", "recurrent", "both")
+
+
+def hold_weights(weights, start, hold, n_cells):
+    """Put the start values of the held weights back into ``weights`` (in
+    place): the cells' biases and / or their recurrent weights."""
+    if hold in ("bias", "both"):
+        weights["bias_ih_l0"][:n_cells] = start["bias_ih_l0"][:n_cells]
+    if hold in ("recurrent", "both"):
+        weights["weight_hh_l0"][:n_cells] = start["weight_hh_l0"][:n_cells]
+    return weights
+
+
+def held_trial(row=21, seed=0, hold="both", T=None, lr=None, until=None,
+               release=False, every=None, emit=print, stop_at_search_end=False):
+    """One trial of ``--full`` row ``row`` with ``hold``'s weights held after
+    every sequence (``release``: until the search ends; ``stop_at_search_end``:
+    the trial ends there). Returns a dict with
+    ``search_end`` (None if the window never held fewer than half wrong),
+    ``sequences``, ``success`` (ST3 met), ``wrong`` (of 2560 test sequences),
+    ``held_drift`` (the largest change of a cell's bias or recurrent weight from
+    its start value: 0 where both are held to the end) and ``seconds``."""
+    if hold not in HOLDS:
+        raise ValueError(f"hold must be one of {HOLDS}, got {hold!r}")
+    paper = load_paper()
+    spec = paper._specs(True)[row]
+    if spec.task != "adding" or spec.check != "chunk" or spec.stop != "st3":
+        raise ValueError(f"row {row} is not an Exp. 4 row judged by chunk")
+    if T is not None:
+        spec = replace(spec, kwargs={**spec.kwargs, "T": T})
+    if lr is not None:
+        spec = replace(spec, lr=lr)
+    until = spec.budget if until is None else until
+    rng = np.random.default_rng(seed)
+    model = paper._estimator(spec, "paper", seed)
+    thr = paper._abs_threshold(spec)
+    chunk = paper._chunk_size(spec)
+    window = paper._window_size(spec)
+    ok_window, e_window = np.zeros(0, dtype=bool), np.zeros(0)
+    search_end, success = None, False
+    start_time = time.perf_counter()
+    X0, Y0, _ = paper._make(spec, rng, 8)
+    # the trial draws a check set that Exp. 4 does not read; drawn here too, the
+    # sequences are the trial's
+    paper._make(spec, rng, 256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.partial_fit(X0, Y0)  # first call: builds the network
+        start = model.get_weights(layout="native")
+        n_cells = start["head.weight"].shape[1]
+        seen, next_report = 8, every
+        while seen < until:
+            X, Y, _ = paper._make(spec, rng, chunk)
+            err, E = paper._seq_errors(model.predict(X), Y)
+            ok_window = np.concatenate([ok_window, (err < thr).all(axis=1)])[-window:]
+            e_window = np.concatenate([e_window, E])[-window:]
+            if hold == "none" or (release and search_end is not None):
+                model.partial_fit(X, Y)
+            else:
+                for i in range(len(X)):
+                    model.partial_fit(X[i:i + 1], Y[i:i + 1])
+                    model.set_weights(hold_weights(
+                        model.get_weights(layout="native"), start, hold, n_cells),
+                        layout="native")
+            seen += chunk
+            n_wrong = int((~ok_window).sum())
+            full = len(ok_window) == window
+            if full and search_end is None and 2 * n_wrong < window:
+                search_end = seen
+            success = full and paper._window_rule(spec, n_wrong, e_window.mean())
+            if every and (seen >= next_report or success or seen >= until
+                          or (stop_at_search_end and search_end is not None)):
+                next_report += every
+                weights = model.get_weights(layout="native")
+                emit(json.dumps({
+                    "seen": seen, "wrong": n_wrong,
+                    "cell_w_value": np.round(
+                        weights["weight_ih_l0"][:n_cells, 0], 3).tolist(),
+                    "out_w": np.round(weights["head.weight"][0], 3).tolist()}))
+            if success or (stop_at_search_end and search_end is not None):
+                break
+        test_X, test_Y, _ = paper._make(spec, rng, 2560)
+        err, _ = paper._seq_errors(model.predict(test_X), test_Y)
+        end = model.get_weights(layout="native")
+    held_drift = max(float(np.max(np.abs(end[key][:n_cells] - start[key][:n_cells])))
+                     for key in ("bias_ih_l0", "weight_hh_l0"))
+    return {"T": spec.kwargs["T"], "lr": spec.lr, "seed": seed, "hold": hold,
+            "release": release, "search_end": search_end, "sequences": seen,
+            "success": bool(success), "wrong": int((~(err < thr).all(axis=1)).sum()),
+            "held_drift": held_drift,
+            "seconds": round(time.perf_counter() - start_time, 1)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--row", type=int, default=21,
+                        help="a --full row of Exp. 4 (paper.py --full --list)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hold", choices=HOLDS, default="both")
+    parser.add_argument("--T", type=int, default=None,
+                        help="the minimal sequence length (default: the row's)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="the learning rate (default: the row's)")
+    parser.add_argument("--until", type=int, default=None,
+                        help="stop after this many sequences "
+                             "(default: the row's budget)")
+    parser.add_argument("--release", action="store_true",
+                        help="train every weight once the search has ended")
+    parser.add_argument("--stop-at-search-end", action="store_true",
+                        help="end the trial where the search ends")
+    parser.add_argument("--every", type=int, default=None,
+                        help="sequences between reports (default: none)")
+    args = parser.parse_args(argv)
+    if args.lr is not None and not (np.isfinite(args.lr) and args.lr > 0):
+        parser.error("--lr must be a positive number")
+    if args.every is not None and args.every < 1:
+        parser.error("--every must be at least 1")
+    out = held_trial(args.row, args.seed, args.hold, args.T, args.lr, args.until,
+                     args.release, args.every, emit=lambda s: print(s, flush=True),
+                     stop_at_search_end=args.stop_at_search_end)
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
