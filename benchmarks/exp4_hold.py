@@ -12,11 +12,12 @@ the start values of the weights that ``--hold`` names:
 * ``both``: both;
 * ``none``: nothing (chunks train as in the trial; same sequences, same result).
 
-These are the inputs through which every step of a sequence adds about the
-same amount to a cell's state, so that one sequence's update to them moves the
-state by about T times as much as it moves per step. ``--release`` trains all
+Through these weights every step of a sequence adds about the same amount to
+a cell's state: a change to them moves the cell's end state in proportion to T,
+where through the weight from the value input (the values' signs are random)
+the steps add up to about the square root of T. ``--release`` trains all
 weights again once the search has ended (the first full window with fewer than
-half its sequences wrong). Every ``--every`` sequences it prints a JSON line:
+half its sequences wrong), ``--stop-at-search-end`` ends the trial there. Every ``--every`` sequences it prints a JSON line:
 the wrong in the window, each cell's weight from the value input and the output
 weights; the last line gives the search end, the sequences to ST3 (or the
 budget) and the wrong of 2560 test sequences.
@@ -25,7 +26,7 @@ budget) and the wrong of 2560 test sequences.
 Usage::
 
     python benchmarks/exp4_hold.py --T 400 --seed 0 --hold both --stop-at-search-end
-    python benchmarks/exp4_hold.py --T 1000 --seed 0 --hold both --release
+    python benchmarks/exp4_hold.py --row 34 --seed 0 --hold both --release
 """
 
 from __future__ import annotations
