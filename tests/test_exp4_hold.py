@@ -26,7 +26,7 @@ def hold():
             sys.modules.pop(name, None)
 
 
-def _weights(rng, n_cells=4, n_units=8):
+def _weights(rng, n_units=8):
     return {"bias_ih_l0": rng.normal(size=n_units),
             "weight_hh_l0": rng.normal(size=(n_units, n_units)),
             "weight_ih_l0": rng.normal(size=(n_units, 2))}
