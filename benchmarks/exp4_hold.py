@@ -17,10 +17,11 @@ a cell's state: a change to them moves the cell's end state in proportion to T,
 where through the weight from the value input (the values' signs are random)
 the steps add up to about the square root of T. ``--release`` trains all
 weights again once the search has ended (the first full window with fewer than
-half its sequences wrong), ``--stop-at-search-end`` ends the trial there. Every ``--every`` sequences it prints a JSON line:
-the wrong in the window, each cell's weight from the value input and the output
-weights; the last line gives the search end, the sequences to ST3 (or the
-budget) and the wrong of 2560 test sequences.
+half its sequences wrong), ``--stop-at-search-end`` ends the trial there.
+Every ``--every`` sequences it prints a JSON line: the wrong in the window, each
+cell's weight from the value input and the output weights; the last line gives
+the search end, the sequences to ST3 (or the budget) and the wrong of 2560 test
+sequences.
 ``benchmarks/PAPER.md`` ("What slows the search") reports what it measured.
 
 Usage::
@@ -130,8 +131,9 @@ def held_trial(row=21, seed=0, hold="both", T=None, lr=None, until=None,
         end = model.get_weights(layout="native")
     held_drift = max(float(np.max(np.abs(end[key][:n_cells] - start[key][:n_cells])))
                      for key in ("bias_ih_l0", "weight_hh_l0"))
-    return {"T": spec.kwargs["T"], "lr": spec.lr, "seed": seed, "hold": hold,
-            "release": release, "search_end": search_end, "sequences": seen,
+    return {"row": row, "T": spec.kwargs["T"], "lr": spec.lr, "seed": seed,
+            "hold": hold, "release": release, "search_end": search_end,
+            "sequences": seen,
             "success": bool(success), "wrong": int((~(err < thr).all(axis=1)).sum()),
             "held_drift": held_drift,
             "seconds": round(time.perf_counter() - start_time, 1)}
