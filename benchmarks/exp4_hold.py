@@ -36,7 +36,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,65 +76,56 @@ def held_trial(row=21, seed=0, hold="both", T=None, lr=None, until=None,
         spec = replace(spec, kwargs={**spec.kwargs, "T": T})
     if lr is not None:
         spec = replace(spec, lr=lr)
-    until = spec.budget if until is None else until
-    rng = np.random.default_rng(seed)
-    model = paper._estimator(spec, "paper", seed)
-    thr = paper._abs_threshold(spec)
-    chunk = paper._chunk_size(spec)
+    if until is not None:
+        spec = replace(spec, budget=until)
     window = paper._window_size(spec)
-    ok_window, e_window = np.zeros(0, dtype=bool), np.zeros(0)
-    search_end, success = None, False
+    state = {"start": None, "model": None, "search_end": None,
+             "ok": np.zeros(0, dtype=bool), "next_report": every}
+
+    def train_chunk(model, X, Y):
+        if state["start"] is None:  # the weights the first partial_fit built
+            state["start"] = model.get_weights(layout="native")
+        if hold == "none" or (release and state["search_end"] is not None):
+            model.partial_fit(X, Y)
+            return
+        n_cells = state["start"]["head.weight"].shape[1]
+        for i in range(len(X)):
+            model.partial_fit(X[i:i + 1], Y[i:i + 1])
+            model.set_weights(hold_weights(model.get_weights(layout="native"),
+                                           state["start"], hold, n_cells),
+                              layout="native")
+
+    def on_chunk(seen, model, Y, pred, ok, E, stopped):
+        state["model"] = model
+        state["ok"] = np.concatenate([state["ok"], ok])[-window:]
+        n_wrong = int((~state["ok"]).sum())
+        if (state["search_end"] is None and len(state["ok"]) == window
+                and 2 * n_wrong < window):
+            state["search_end"] = seen
+        end = stop_at_search_end and state["search_end"] is not None
+        if every and (seen >= state["next_report"] or stopped or end
+                      or seen >= spec.budget):
+            state["next_report"] += every
+            weights = model.get_weights(layout="native")
+            n_cells = weights["head.weight"].shape[1]
+            emit(json.dumps({
+                "seen": seen, "wrong": n_wrong,
+                "cell_w_value": np.round(
+                    weights["weight_ih_l0"][:n_cells, 0], 3).tolist(),
+                "out_w": np.round(weights["head.weight"][0], 3).tolist()}))
+        return end
+
     start_time = time.perf_counter()
-    X0, Y0, _ = paper._make(spec, rng, 8)
-    # the trial draws a check set that Exp. 4 does not read; drawn here too, the
-    # sequences are the trial's
-    paper._make(spec, rng, 256)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.partial_fit(X0, Y0)  # first call: builds the network
-        start = model.get_weights(layout="native")
-        n_cells = start["head.weight"].shape[1]
-        seen, next_report = 8, every
-        while seen < until:
-            X, Y, _ = paper._make(spec, rng, chunk)
-            err, E = paper._seq_errors(model.predict(X), Y)
-            ok_window = np.concatenate([ok_window, (err < thr).all(axis=1)])[-window:]
-            e_window = np.concatenate([e_window, E])[-window:]
-            if hold == "none" or (release and search_end is not None):
-                model.partial_fit(X, Y)
-            else:
-                for i in range(len(X)):
-                    model.partial_fit(X[i:i + 1], Y[i:i + 1])
-                    model.set_weights(hold_weights(
-                        model.get_weights(layout="native"), start, hold, n_cells),
-                        layout="native")
-            seen += chunk
-            n_wrong = int((~ok_window).sum())
-            full = len(ok_window) == window
-            if full and search_end is None and 2 * n_wrong < window:
-                search_end = seen
-            success = full and paper._window_rule(spec, n_wrong, e_window.mean())
-            if every and (seen >= next_report or success or seen >= until
-                          or (stop_at_search_end and search_end is not None)):
-                next_report += every
-                weights = model.get_weights(layout="native")
-                emit(json.dumps({
-                    "seen": seen, "wrong": n_wrong,
-                    "cell_w_value": np.round(
-                        weights["weight_ih_l0"][:n_cells, 0], 3).tolist(),
-                    "out_w": np.round(weights["head.weight"][0], 3).tolist()}))
-            if success or (stop_at_search_end and search_end is not None):
-                break
-        test_X, test_Y, _ = paper._make(spec, rng, 2560)
-        err, _ = paper._seq_errors(model.predict(test_X), test_Y)
-        end = model.get_weights(layout="native")
+    out = paper._trial_online(spec, "paper", seed, float("inf"), on_chunk=on_chunk,
+                              train_chunk=train_chunk)
+    start, end = state["start"], state["model"].get_weights(layout="native")
+    n_cells = start["head.weight"].shape[1]
     held_drift = max(float(np.max(np.abs(end[key][:n_cells] - start[key][:n_cells])))
                      for key in ("bias_ih_l0", "weight_hh_l0"))
     return {"row": row, "T": spec.kwargs["T"], "lr": spec.lr, "seed": seed,
-            "hold": hold, "release": release, "search_end": search_end,
-            "sequences": seen,
-            "success": bool(success), "wrong": int((~(err < thr).all(axis=1)).sum()),
-            "held_drift": held_drift,
+            "hold": hold, "release": release, "search_end": state["search_end"],
+            "sequences": out["sequences"], "success": out["success"],
+            "wrong": out["wrong"], "held_drift": held_drift,
             "seconds": round(time.perf_counter() - start_time, 1)}
 
 

@@ -603,7 +603,7 @@ def _trial_exp2(spec, recipe, seed, deadline):
                 sequences=seen, wrong=int((~recent_ok).sum()), n_test=len(recent_ok))
 
 
-def _trial_online(spec, recipe, seed, deadline, on_chunk=None):
+def _trial_online(spec, recipe, seed, deadline, on_chunk=None, train_chunk=None):
     """One trial of Exps. 3-6: train on fresh chunks until the row's stopping rule
     holds, the budget of sequences is spent or ``deadline`` passes, then count the
     wrong sequences of a fresh test set.
@@ -613,6 +613,8 @@ def _trial_online(spec, recipe, seed, deadline, on_chunk=None):
     chunk's targets, its predictions from the weights before the update, whether
     each sequence was right, its E, and whether the rule now holds; a true return
     ends the trial there. It lets ``exp4_probe.py`` follow a trial as it runs.
+    ``train_chunk(model, X, Y)``, if given, trains each chunk in place of
+    ``model.partial_fit(X, Y)`` (``exp4_hold.py`` holds weights with it).
     """
     rng = np.random.default_rng(seed)
     model = _estimator(spec, recipe, seed)
@@ -653,7 +655,10 @@ def _trial_online(spec, recipe, seed, deadline, on_chunk=None):
                 ok = (err < thr).all(axis=1)
                 recent_ok = np.concatenate([recent_ok, ok])[-window:]
                 recent_e = np.concatenate([recent_e, E])[-window:]
-            model.partial_fit(X, Y)
+            if train_chunk is None:
+                model.partial_fit(X, Y)
+            else:
+                train_chunk(model, X, Y)
             seen += chunk
             if not by_window:
                 if spec.check_set == "fresh":
